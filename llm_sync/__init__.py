@@ -1,0 +1,63 @@
+"""llm_sync: a synchronous, thread-safe client for LLM APIs.
+
+Several API keys per provider, pooled keep-alive sessions, a middleware
+chain per key, streaming, batches and futures — for code without asyncio.
+"""
+
+import logging
+
+from .client import LLMClient
+from .config import LLMConfig
+from .errors import (
+    LLMAuthenticationError,
+    LLMConfigError,
+    LLMConnectionError,
+    LLMError,
+    LLMPoolExhaustedError,
+    LLMProviderError,
+    LLMQuotaExceededError,
+    LLMRateLimitError,
+    LLMStreamError,
+    LLMTimeoutError,
+    LLMTransportError,
+    LLMValidationError,
+)
+from .manager import LLMManager, get_llm_manager, reset_llm_manager
+from .middleware.base import Middleware, MiddlewareChain
+from .models import LLMProvider, LLMResponse, Message, MessageRole, Usage
+from .session import SessionManager
+from .streaming import Stream
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "get_llm_manager",
+    "reset_llm_manager",
+    "LLMManager",
+    "LLMClient",
+    "LLMConfig",
+    "LLMProvider",
+    "LLMResponse",
+    "Message",
+    "MessageRole",
+    "Usage",
+    "SessionManager",
+    "Stream",
+    "Middleware",
+    "MiddlewareChain",
+    "LLMError",
+    "LLMConfigError",
+    "LLMValidationError",
+    "LLMPoolExhaustedError",
+    "LLMTransportError",
+    "LLMConnectionError",
+    "LLMTimeoutError",
+    "LLMStreamError",
+    "LLMProviderError",
+    "LLMAuthenticationError",
+    "LLMRateLimitError",
+    "LLMQuotaExceededError",
+]

@@ -1,0 +1,311 @@
+"""Configuration: pydantic models, YAML loading and ``${ENV}`` interpolation.
+
+Validated once, when a manager is built; the hot path only reads the
+resulting frozen objects. Any problem raises :class:`LLMConfigError` naming
+the field path (``providers.anthropic.rate_limits[1].requests_per_minute``).
+Unknown fields are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Mapping, Optional, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import LLMConfigError
+from .models import LLMProvider
+
+__all__ = [
+    "LLMConfig",
+    "ProviderConfig",
+    "PoolConfig",
+    "RateLimitConfig",
+    "TimeoutConfig",
+    "load_config",
+    "config_from_env",
+    "DEFAULT_BASE_URLS",
+]
+
+DEFAULT_BASE_URLS = {
+    LLMProvider.ANTHROPIC: "https://api.anthropic.com",
+    LLMProvider.OPENAI: "https://api.openai.com",
+}
+DEFAULT_MODELS = {
+    LLMProvider.ANTHROPIC: "claude-3-5-haiku-20241022",
+    LLMProvider.OPENAI: "gpt-4o-mini",
+}
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 600.0
+DEFAULT_MAX_RETRIES = 2
+DEFAULT_ACQUIRE_TIMEOUT = 30.0
+DEFAULT_IDLE_TIMEOUT = 90.0
+# Without pool.max_size: this many calls in flight per key.
+DEFAULT_LEASES_PER_KEY = 4
+ENV_KEY_VARIABLES = {
+    LLMProvider.ANTHROPIC: ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
+    LLMProvider.OPENAI: ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
+}
+CONFIG_PATH_VARIABLE = "LLM_SYNC_CONFIG"
+DEFAULT_CONFIG_PATH = Path("config") / "llm.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TimeoutConfig(_Strict):
+    """``connect`` and ``read`` go to requests; ``total`` bounds a whole call
+    (waiting for a lease, limits and retries included)."""
+
+    connect: PositiveFloat = DEFAULT_CONNECT_TIMEOUT
+    read: PositiveFloat = DEFAULT_READ_TIMEOUT
+    total: Optional[PositiveFloat] = None
+
+    @classmethod
+    def coerce(cls, value: Any) -> Any:
+        """A bare number sets connect (capped at the default) and read."""
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int, float)):
+            if value <= 0:
+                raise ValueError("timeout must be positive")
+            return {"connect": min(float(value), DEFAULT_CONNECT_TIMEOUT), "read": float(value)}
+        return value
+
+
+class RateLimitConfig(_Strict):
+    """Per-minute limits of one key; ``None`` means not limited (or learned
+    from the provider's headers)."""
+
+    requests_per_minute: Optional[PositiveInt] = None
+    input_tokens_per_minute: Optional[PositiveInt] = None
+    output_tokens_per_minute: Optional[PositiveInt] = None
+    tokens_per_minute: Optional[PositiveInt] = None
+    burst_seconds: Optional[PositiveFloat] = None
+
+
+class PoolConfig(_Strict):
+    max_size: Optional[PositiveInt] = None
+    acquire_timeout: PositiveFloat = DEFAULT_ACQUIRE_TIMEOUT
+    idle_timeout: PositiveFloat = DEFAULT_IDLE_TIMEOUT
+
+
+class ProviderConfig(_Strict):
+    api_keys: list[SecretStr] = Field(min_length=1)
+    models: list[str] = Field(default_factory=list)
+    base_url: Optional[str] = None
+    timeout: TimeoutConfig = TimeoutConfig()
+    max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0, le=20)
+    rate_limits: list[RateLimitConfig] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict)
+    pool: Optional[PoolConfig] = None
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        """Accept a comma-separated string (how env vars carry several keys)."""
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            keys: list[Any] = []
+            for item in value:
+                if isinstance(item, str):
+                    keys.extend(part.strip() for part in item.split(",") if part.strip())
+                else:
+                    keys.append(item)
+            return keys
+        return value
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _coerce_timeout(cls, value: Any) -> Any:
+        return TimeoutConfig.coerce(value)
+
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _single_limit(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return None
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("base_url must start with http:// or https:// and name a host")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _limits_match_keys(self) -> "ProviderConfig":
+        n_limits, n_keys = len(self.rate_limits), len(self.api_keys)
+        if n_limits not in (0, 1, n_keys):
+            raise ValueError(
+                f"rate_limits has {n_limits} entries but api_keys has {n_keys}: "
+                "give one entry for every key, or a single entry for all"
+            )
+        if len({key.get_secret_value() for key in self.api_keys}) != n_keys:
+            raise ValueError("api_keys contains the same key twice")
+        return self
+
+    def limits_for_key(self, index: int) -> Optional[RateLimitConfig]:
+        if not self.rate_limits:
+            return None
+        return self.rate_limits[index if len(self.rate_limits) > 1 else 0]
+
+
+class LLMConfig(_Strict):
+    providers: dict[LLMProvider, ProviderConfig] = Field(min_length=1)
+    pool: PoolConfig = PoolConfig()
+    rate_limit_backend: str = "memory"
+    on_backend_error: Literal["fail_open", "fail_closed"] = "fail_open"
+    local_share: float = Field(default=1.0, gt=0.0, le=1.0)
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _known_providers(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            known = {p.value for p in LLMProvider}
+            for name in value:
+                if str(name).lower() not in known:
+                    raise ValueError(f"unknown provider {name!r}; expected one of: {', '.join(sorted(known))}")
+            return {str(name).lower(): cfg for name, cfg in value.items()}
+        return value
+
+    @field_validator("rate_limit_backend")
+    @classmethod
+    def _check_backend(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be 'memory' or a redis:// URL")
+        return value
+
+    def pool_for(self, provider: LLMProvider) -> PoolConfig:
+        return self.providers[provider].pool or self.pool
+
+    # Convenience constructors mirror the manager's.
+    @classmethod
+    def from_yaml(cls, path: Union[str, Path]) -> "LLMConfig":
+        return load_config(Path(path))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LLMConfig":
+        return load_config(dict(data))
+
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def _interpolate(value: Any, path: str, env: Mapping[str, str]) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string, recursively."""
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise LLMConfigError(
+                f"{path or 'config'}: environment variable {name} is not set "
+                f"(write ${{{name}:-}} to make it optional)"
+            )
+
+        return _ENV_PATTERN.sub(substitute, value)
+    if isinstance(value, Mapping):
+        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    return value
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith(("function-", "constrained-")):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "config"
+
+
+def _validation_message(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        lines.append(f"{_field_path(err['loc'])}: {message}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def load_config(
+    source: Union["LLMConfig", Mapping[str, Any], str, Path, None] = None,
+    env: Optional[Mapping[str, str]] = None,
+) -> LLMConfig:
+    """Build a validated config from an LLMConfig, a dict or a YAML path.
+
+    With no source: ``$LLM_SYNC_CONFIG``, then ``./config/llm.yaml``, then
+    provider keys from the environment.
+    """
+    env = os.environ if env is None else env
+    if isinstance(source, LLMConfig):
+        return source
+    if source is None:
+        if env.get(CONFIG_PATH_VARIABLE):
+            source = Path(env[CONFIG_PATH_VARIABLE])
+        elif DEFAULT_CONFIG_PATH.is_file():
+            source = DEFAULT_CONFIG_PATH
+        else:
+            return config_from_env(env)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise LLMConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise LLMConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, Mapping):
+            raise LLMConfigError(f"config file {path} must hold a mapping at the top level")
+        source = data
+    if not isinstance(source, Mapping):
+        raise LLMConfigError(f"config must be a path, a dict or an LLMConfig, got {type(source).__name__}")
+    data = _interpolate(dict(source), "", env)
+    try:
+        return LLMConfig.model_validate(data)
+    except ValidationError as exc:
+        raise LLMConfigError(_validation_message(exc)) from None
+
+
+def config_from_env(env: Optional[Mapping[str, str]] = None) -> LLMConfig:
+    """Providers from ``ANTHROPIC_API_KEY`` / ``OPENAI_API_KEY`` (several
+    keys comma-separated) and the matching ``*_BASE_URL``."""
+    env = os.environ if env is None else env
+    providers: dict[str, Any] = {}
+    for provider, (key_var, url_var) in ENV_KEY_VARIABLES.items():
+        if env.get(key_var, "").strip():
+            entry: dict[str, Any] = {"api_keys": env[key_var]}
+            if env.get(url_var):
+                entry["base_url"] = env[url_var]
+            providers[provider.value] = entry
+    if not providers:
+        raise LLMConfigError(
+            f"no configuration found: pass a config, set ${CONFIG_PATH_VARIABLE}, create "
+            f"{DEFAULT_CONFIG_PATH}, or set ANTHROPIC_API_KEY / OPENAI_API_KEY"
+        )
+    return load_config({"providers": providers}, env)

@@ -1,0 +1,134 @@
+"""KeyClient: everything bound to one API key of a provider.
+
+The key itself lives only inside a :class:`KeyAuth`; the KeyClient is
+known by its ``client_id`` (``anthropic-0``), which is what status dicts,
+responses, logs and errors carry.
+
+Threading contract: shared by every thread whose lease is bound to this
+key. The counters are owned by the KeyClient and guarded by its ``_lock``;
+the middleware chain guards itself; nothing is held across network I/O.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Optional
+
+import requests
+from pydantic import SecretStr
+
+from .config import RateLimitConfig
+from .errors import LLMError
+from .middleware.base import MiddlewareChain, Result
+from .models import LLMResponse
+from .providers.base import LLMRequest, Provider
+from .streaming import Stream
+from .transport import KeyAuth
+
+__all__ = ["KeyClient"]
+
+Timeout = tuple[float, Optional[float]]
+
+
+class KeyClient:
+    def __init__(
+        self,
+        provider: Provider,
+        key: SecretStr,
+        index: int,
+        limits: Optional[RateLimitConfig] = None,
+    ) -> None:
+        self.provider = provider
+        self.index = index
+        self.client_id = f"{provider.name.value}-{index}"
+        self.limits = limits
+        self.middleware_chain = MiddlewareChain()
+        self._auth = KeyAuth(provider.auth_headers(key.get_secret_value()), self.client_id)
+        self._lock = threading.Lock()
+        self._in_use = 0
+        self._total_requests = 0
+        self._failed_requests = 0
+
+    def __repr__(self) -> str:
+        return f"<KeyClient {self.client_id} in_use={self._in_use} requests={self._total_requests}>"
+
+    # --- counters (the pool calls bind/unbind under its own lock too) ---
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    def bind(self) -> None:
+        with self._lock:
+            self._in_use += 1
+
+    def unbind(self) -> None:
+        with self._lock:
+            self._in_use -= 1
+
+    def _count(self, failed: bool) -> None:
+        with self._lock:
+            self._total_requests += 1
+            if failed:
+                self._failed_requests += 1
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "client_id": self.client_id,
+                "in_use": self._in_use > 0,
+                "active_leases": self._in_use,
+                "total_requests": self._total_requests,
+                "failed_requests": self._failed_requests,
+                "rate_limit_status": None,
+            }
+
+    # --- calls ------------------------------------------------------------
+    def _context(self, request: LLMRequest) -> dict[str, Any]:
+        return {
+            "provider": self.provider.name.value,
+            "client_id": self.client_id,
+            "model": request.model,
+            "stream": request.stream,
+            "started": time.monotonic(),
+        }
+
+    def complete(self, session: requests.Session, request: LLMRequest, timeout: Timeout) -> LLMResponse:
+        """One non-streamed call through this key's middleware chain."""
+        context = self._context(request)
+
+        def send(req: LLMRequest) -> Result:
+            return self.provider.complete(session, self._auth, req, timeout)
+
+        try:
+            result = self.middleware_chain.run(request, context, send)
+        except LLMError:
+            self._count(failed=True)
+            raise
+        self._count(failed=False)
+        assert isinstance(result, LLMResponse)
+        return result
+
+    def open_stream(self, session: requests.Session, request: LLMRequest, timeout: Timeout,
+                    on_close: Callable[[], None]) -> Stream:
+        """Open a streamed call; the Stream calls ``on_close`` when done."""
+        context = self._context(request)
+
+        def send(req: LLMRequest) -> Result:
+            started = time.monotonic()
+            http = self.provider.open_stream(session, self._auth, req, timeout)
+            stream = Stream(http, self.provider, self.client_id, started, on_close)
+            stream.context = context
+            stream.add_finisher(lambda response, error: self._count(failed=error is not None))
+            return stream
+
+        try:
+            result = self.middleware_chain.run(request, context, send)
+        except LLMError:
+            self._count(failed=True)
+            raise
+        assert isinstance(result, Stream)
+        return result
+
+    def count_tokens(self, session: requests.Session, request: LLMRequest, timeout: Timeout) -> Optional[int]:
+        return self.provider.count_tokens(session, self._auth, request, timeout)

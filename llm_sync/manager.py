@@ -1,0 +1,192 @@
+"""LLMManager: one pool per configured provider, and the process singleton.
+
+Threading contract: an LLMManager may be used from any thread. It owns its
+pools and clients; ``_lock`` guards the client cache and the closed flag.
+The module's singleton (the only global mutable state in llm_sync) is
+guarded by ``_singleton_lock`` and is replaced in a child after ``fork()``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+from .client import LLMClient
+from .config import DEFAULT_BASE_URLS, DEFAULT_LEASES_PER_KEY, DEFAULT_MODELS, LLMConfig, load_config
+from .errors import LLMConfigError, LLMError
+from .keys import KeyClient
+from .middleware.base import Middleware
+from .models import LLMProvider
+from .pool import KeyPool
+from .providers import create_provider
+
+__all__ = ["LLMManager", "get_llm_manager", "reset_llm_manager"]
+
+ConfigSource = Union[LLMConfig, Mapping[str, Any], str, Path, None]
+
+
+class _ProviderRuntime:
+    """What the manager keeps per provider."""
+
+    def __init__(self, provider: LLMProvider, config: LLMConfig) -> None:
+        settings = config.providers[provider]
+        pool_config = config.pool_for(provider)
+        self.settings = settings
+        self.provider = create_provider(provider, settings.base_url or DEFAULT_BASE_URLS[provider], settings.headers)
+        keys = [
+            KeyClient(self.provider, key, index, settings.limits_for_key(index))
+            for index, key in enumerate(settings.api_keys)
+        ]
+        self.pool = KeyPool(
+            provider.value,
+            keys,
+            max_size=pool_config.max_size or DEFAULT_LEASES_PER_KEY * len(keys),
+            acquire_timeout=pool_config.acquire_timeout,
+            idle_timeout=pool_config.idle_timeout,
+        )
+        self.default_model = settings.models[0] if settings.models else DEFAULT_MODELS[provider]
+        self.clients: dict[str, LLMClient] = {}
+
+
+class LLMManager:
+    """Owns a pool of key-bound sessions for every configured provider.
+
+    ``close()`` is idempotent; it releases every connection and worker
+    thread. Usable as a context manager.
+    """
+
+    def __init__(self, config: ConfigSource = None) -> None:
+        self.config = load_config(config)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._runtimes = {name: _ProviderRuntime(name, self.config) for name in self.config.providers}
+
+    @classmethod
+    def from_yaml(cls, path: Union[str, Path]) -> "LLMManager":
+        return cls(Path(path))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LLMManager":
+        return cls(dict(data))
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<LLMManager {state} providers={[p.value for p in self._runtimes]}>"
+
+    def __enter__(self) -> "LLMManager":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    @property
+    def providers(self) -> list[LLMProvider]:
+        return list(self._runtimes)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _runtime(self, provider: Union[LLMProvider, str]) -> _ProviderRuntime:
+        if self._closed:
+            raise LLMError("the LLM manager is closed")
+        name = LLMProvider.parse(provider)
+        runtime = self._runtimes.get(name)
+        if runtime is None:
+            configured = ", ".join(p.value for p in self._runtimes) or "none"
+            raise LLMConfigError(f"provider {name.value!r} is not configured (configured: {configured})")
+        return runtime
+
+    def get_client(self, provider: Union[LLMProvider, str], model: Optional[str] = None) -> LLMClient:
+        """The (cached) client for ``provider``; ``model`` defaults to the
+        first of the provider's configured ``models``."""
+        runtime = self._runtime(provider)
+        model = model or runtime.default_model
+        with self._lock:
+            client = runtime.clients.get(model)
+            if client is None:
+                client = LLMClient(runtime.pool, runtime.provider, model, runtime.settings.timeout)
+                runtime.clients[model] = client
+        return client
+
+    def pool(self, provider: Union[LLMProvider, str]) -> KeyPool:
+        return self._runtime(provider).pool
+
+    @property
+    def _pools(self) -> dict[LLMProvider, KeyPool]:
+        """Kept for the seed's examples (``manager._pools[provider]``)."""
+        return {name: runtime.pool for name, runtime in self._runtimes.items()}
+
+    def get_status(self, provider: Union[LLMProvider, str]) -> dict[str, Any]:
+        return self._runtime(provider).pool.status()
+
+    def add_middleware(self, middleware: Middleware, provider: Union[LLMProvider, str, None] = None) -> None:
+        """Add ``middleware`` to the chain of every key (of one provider)."""
+        runtimes = [self._runtime(provider)] if provider is not None else list(self._runtimes.values())
+        for runtime in runtimes:
+            for key in runtime.pool.clients:
+                key.middleware_chain.add(middleware)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            runtimes = list(self._runtimes.values())
+        for runtime in runtimes:
+            for client in runtime.clients.values():
+                client.close()
+            runtime.pool.close()
+
+
+_singleton: Optional[LLMManager] = None
+_singleton_pid = os.getpid()
+_singleton_lock = threading.Lock()
+
+
+def get_llm_manager(config: ConfigSource = None) -> LLMManager:
+    """The process-wide manager, created on first use (or after ``close()``).
+
+    Without ``config``: ``$LLM_SYNC_CONFIG``, then ``./config/llm.yaml``, then
+    ``ANTHROPIC_API_KEY`` / ``OPENAI_API_KEY``. Passing a config that differs
+    from the live manager's raises LLMConfigError rather than swapping the
+    manager under other threads' feet; close it first.
+    """
+    global _singleton, _singleton_pid
+    with _singleton_lock:
+        if _singleton_pid != os.getpid():  # forked without the at-fork hook
+            _singleton, _singleton_pid = None, os.getpid()
+        current = _singleton
+        if current is not None and not current.closed:
+            if config is not None and load_config(config) != current.config:
+                raise LLMConfigError(
+                    "get_llm_manager() already holds a manager with a different config; "
+                    "close it (or call reset_llm_manager()) before configuring another"
+                )
+            return current
+        _singleton = LLMManager(config)
+        return _singleton
+
+
+def reset_llm_manager() -> None:
+    """Close and forget the singleton (tests, reconfiguration)."""
+    global _singleton
+    with _singleton_lock:
+        manager, _singleton = _singleton, None
+    if manager is not None:
+        manager.close()
+
+
+def _after_fork_in_child() -> None:
+    """A child must not share the parent's sockets or a lock another
+    thread held at fork time: start with a fresh lock and no manager."""
+    global _singleton, _singleton_lock, _singleton_pid
+    _singleton_lock = threading.Lock()
+    _singleton = None
+    _singleton_pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,168 @@
+"""Value types shared by every layer: messages in, responses out."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Iterable, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, field_validator
+
+from .errors import LLMValidationError
+
+__all__ = [
+    "MessageRole",
+    "Message",
+    "Usage",
+    "LLMResponse",
+    "LLMProvider",
+    "StopReason",
+    "normalize_messages",
+]
+
+
+class MessageRole(str, Enum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class LLMProvider(str, Enum):
+    """Wire protocol family. OpenAI-compatible servers (vLLM, Ollama, LM
+    Studio, gateways) use ``OPENAI`` with a ``base_url``."""
+
+    ANTHROPIC = "anthropic"
+    OPENAI = "openai"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, value: "LLMProvider | str") -> "LLMProvider":
+        try:
+            return cls(value if isinstance(value, cls) else str(value).lower())
+        except ValueError:
+            known = ", ".join(p.value for p in cls)
+            raise LLMValidationError(f"unknown provider {value!r}; expected one of: {known}") from None
+
+
+class StopReason(str, Enum):
+    END_TURN = "end_turn"
+    MAX_TOKENS = "max_tokens"
+    STOP_SEQUENCE = "stop_sequence"
+    TOOL_USE = "tool_use"
+
+
+class Message(BaseModel):
+    """One conversation turn. ``Message(MessageRole.USER, "hi")`` and
+    ``Message(role="user", content="hi")`` both work; bad input raises
+    :class:`LLMValidationError` at construction, not at send time."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: MessageRole
+    content: str
+
+    def __init__(self, role: Any = None, content: Any = None, /, **data: Any) -> None:
+        if role is not None:
+            data.setdefault("role", role)
+        if content is not None:
+            data.setdefault("content", content)
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise LLMValidationError(_describe(exc, "Message")) from None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content_is_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError(f"content must be a string, got {type(value).__name__}")
+        if not value.strip():
+            raise ValueError("content must not be empty")
+        return value
+
+    def __repr__(self) -> str:
+        preview = self.content if len(self.content) <= 40 else self.content[:37] + "..."
+        return f"Message({self.role.value}, {preview!r})"
+
+
+def _describe(exc: ValidationError, what: str) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"]) or what
+        problems.append(f"{loc}: {err['msg']}")
+    return f"invalid {what}: " + "; ".join(problems)
+
+
+MessagesInput = Union[str, Iterable[Union[Message, dict]]]
+
+
+def normalize_messages(messages: MessagesInput) -> list[Message]:
+    """Accept a list of Message, a list of ``{"role", "content"}`` dicts,
+    or a bare string (one user turn). Raises LLMValidationError otherwise."""
+    if isinstance(messages, str):
+        return [Message(MessageRole.USER, messages)]
+    if isinstance(messages, (Message, dict)) or not isinstance(messages, Iterable):
+        raise LLMValidationError(
+            f"messages must be a list of Message, a list of dicts or a string, "
+            f"got {type(messages).__name__}"
+        )
+    out: list[Message] = []
+    for index, item in enumerate(messages):
+        if isinstance(item, Message):
+            out.append(item)
+        elif isinstance(item, dict):
+            try:
+                out.append(Message(**item))
+            except LLMValidationError as exc:
+                raise LLMValidationError(f"messages[{index}]: {exc.message}") from None
+        else:
+            raise LLMValidationError(
+                f"messages[{index}] must be a Message or a dict, got {type(item).__name__}"
+            )
+    if not out:
+        raise LLMValidationError("messages must not be empty")
+    if all(m.role is MessageRole.SYSTEM for m in out):
+        raise LLMValidationError("messages must contain at least one user or assistant turn")
+    return out
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class LLMResponse(BaseModel):
+    """A finished completion. ``client_id`` names the pooled key that served
+    it (an id, never the key); ``metadata`` is for middleware to annotate."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    content: str
+    model: str = ""
+    stop_reason: str | None = None
+    usage: Usage = Usage()
+    provider: LLMProvider | None = None
+    client_id: str | None = None
+    request_id: str | None = None
+    latency_ms: float = 0.0
+    metadata: dict[str, Any] = {}
+    raw: dict[str, Any] | None = None
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        preview = self.content if len(self.content) <= 40 else self.content[:37] + "..."
+        return (
+            f"LLMResponse({preview!r}, model={self.model!r}, stop_reason={self.stop_reason!r}, "
+            f"usage={self.usage.input_tokens}/{self.usage.output_tokens}, client_id={self.client_id!r})"
+        )

@@ -1,0 +1,175 @@
+"""Anthropic Messages API (``POST /v1/messages``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import requests
+
+from ..models import LLMProvider, LLMResponse, MessageRole, Usage
+from ..sse import SSEEvent
+from ..transport import HTTPRequest, KeyAuth, send
+from .base import LLMRequest, Provider, StreamDecoder, join_url
+
+__all__ = ["AnthropicProvider"]
+
+ANTHROPIC_VERSION = "2023-06-01"
+_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def _usage(data: Any, into: Optional[Usage] = None) -> Usage:
+    usage = into or Usage()
+    if isinstance(data, dict):
+        for name in _USAGE_FIELDS:
+            value = data.get(name)
+            if isinstance(value, int):
+                setattr(usage, name, value)
+    return usage
+
+
+class AnthropicProvider(Provider):
+    name = LLMProvider.ANTHROPIC
+    request_id_header = "request-id"
+    completion_path = "/v1/messages"
+    temperature_range = (0.0, 1.0)
+
+    def __init__(self, base_url: str, headers: Optional[dict[str, str]] = None) -> None:
+        super().__init__(base_url, {"anthropic-version": ANTHROPIC_VERSION, **(headers or {})})
+        self.count_url = join_url(self.base_url, "/v1/messages/count_tokens")
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"x-api-key": key}
+
+    def _conversation(self, request: LLMRequest) -> dict[str, Any]:
+        """System text goes top-level; only user/assistant turns stay."""
+        body: dict[str, Any] = {
+            "model": request.model,
+            "messages": [
+                {"role": m.role.value, "content": m.content}
+                for m in request.messages
+                if m.role is not MessageRole.SYSTEM
+            ],
+        }
+        system = request.system_text()
+        if system:
+            body["system"] = system
+        return body
+
+    def build_body(self, request: LLMRequest) -> dict[str, Any]:
+        body = self._conversation(request)
+        body["max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.stop:
+            body["stop_sequences"] = list(request.stop)
+        if request.stream:
+            body["stream"] = True
+        body.update(request.extras)
+        return body
+
+    def parse_body(self, data: dict[str, Any]) -> LLMResponse:
+        blocks = data.get("content") or []
+        text = "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
+        return LLMResponse(
+            content=text,
+            model=data.get("model") or "",
+            stop_reason=self.normalize_stop_reason(data.get("stop_reason")),
+            usage=_usage(data.get("usage")),
+            request_id=None,
+            raw=data,
+        )
+
+    def error_fields(self, body: Any) -> tuple[Optional[str], Optional[str], Optional[str]]:
+        error = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(error, dict):
+            return None, None, None
+        details = error.get("details") if isinstance(error.get("details"), dict) else {}
+        return error.get("message"), error.get("type"), details.get("error_code")
+
+    def is_quota_error(self, body: Any, error_type: Optional[str], code: Optional[str]) -> bool:
+        if code == "enforced_spend_limit_reached":
+            return True
+        message, _, _ = self.error_fields(body)
+        return error_type == "rate_limit_error" and "usage limit" in (message or "").lower()
+
+    def stream_decoder(self) -> StreamDecoder:
+        return _AnthropicStream(self)
+
+    def count_tokens(self, session: requests.Session, auth: KeyAuth, request: LLMRequest,
+                     timeout: tuple[float, Optional[float]]) -> Optional[int]:
+        body = self._conversation(request)
+        body.update({k: v for k, v in request.extras.items() if k in ("tools", "tool_choice", "thinking")})
+        http = send(session, HTTPRequest("POST", self.count_url, body, {**self.default_headers, **request.headers}),
+                    auth, timeout)
+        try:
+            data = self.read_json(http)
+        finally:
+            http.close()
+        tokens = data.get("input_tokens")
+        if not isinstance(tokens, int):
+            from ..errors import LLMProviderError
+
+            raise LLMProviderError("count_tokens answer has no input_tokens", status_code=502,
+                                   error_type="invalid_response", provider=self.name.value)
+        return tokens
+
+
+class _AnthropicStream(StreamDecoder):
+    """message_start → content blocks → message_delta → message_stop."""
+
+    def __init__(self, provider: AnthropicProvider) -> None:
+        super().__init__()
+        self._provider = provider
+        self._tool_inputs: dict[int, list[str]] = {}
+        self._tool_blocks: dict[int, dict[str, Any]] = {}
+
+    def feed(self, event: SSEEvent) -> Optional[str]:
+        kind = event.event
+        if kind == "ping":
+            return None
+        data = self.load(event)
+        kind = data.get("type", kind) if isinstance(data, dict) and kind == "message" else kind
+        if kind == "error":
+            raise self._provider.error_from_event(data)
+        if not isinstance(data, dict):
+            return None
+        if kind == "content_block_delta":
+            delta = data.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return delta.get("text") or None
+            if delta.get("type") == "input_json_delta":
+                self._tool_inputs.setdefault(data.get("index", 0), []).append(delta.get("partial_json", ""))
+            return None
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self.model = message.get("model") or ""
+            self.message_id = message.get("id")
+            _usage(message.get("usage"), self.usage)
+        elif kind == "content_block_start":
+            block = data.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                self._tool_blocks[data.get("index", 0)] = dict(block)
+        elif kind == "message_delta":
+            delta = data.get("delta") or {}
+            if delta.get("stop_reason"):
+                self.stop_reason = delta["stop_reason"]
+            if delta.get("stop_sequence"):
+                self.extra["stop_sequence"] = delta["stop_sequence"]
+            _usage(data.get("usage"), self.usage)
+        elif kind == "message_stop":
+            self.done = True
+            self._finish_tools()
+        return None
+
+    def _finish_tools(self) -> None:
+        tools = []
+        for index, block in sorted(self._tool_blocks.items()):
+            text = "".join(self._tool_inputs.get(index, []))
+            try:
+                block["input"] = json.loads(text) if text else block.get("input", {})
+            except ValueError:
+                block["input_json"] = text
+            tools.append(block)
+        if tools:
+            self.extra["tool_use"] = tools

@@ -1,0 +1,323 @@
+"""The provider plug-in point: wire format only.
+
+A provider turns an :class:`LLMRequest` into an :class:`HTTPRequest`, sends
+it through :mod:`llm_sync.transport`, and turns the answer (JSON, SSE events
+or an error body) into an :class:`LLMResponse` or a typed error. It knows
+nothing of pools, limits or retries. Instances are immutable after
+construction and shared by every thread.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Optional
+
+import requests
+
+from ..errors import (
+    LLMConnectionError,
+    LLMProviderError,
+    LLMQuotaExceededError,
+    error_class_for_status,
+    redact,
+)
+from ..models import LLMProvider, LLMResponse, Message, MessageRole, Usage
+from ..sse import SSEEvent
+from ..transport import HTTPRequest, KeyAuth, send
+
+__all__ = ["LLMRequest", "Provider", "StreamDecoder", "join_url", "parse_retry_after"]
+
+
+@dataclass
+class LLMRequest:
+    """One call as the middleware chain sees it. Middleware may change any
+    field (or add ``headers``) in ``process_request``."""
+
+    messages: list[Message]
+    model: str
+    max_tokens: int = 1024
+    temperature: Optional[float] = None
+    system: Optional[str] = None
+    stop: Optional[list[str]] = None
+    stream: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def system_text(self) -> Optional[str]:
+        """The top-level system text plus any SYSTEM messages, in order."""
+        parts = [self.system] if self.system else []
+        parts += [m.content for m in self.messages if m.role is MessageRole.SYSTEM]
+        return "\n\n".join(parts) if parts else None
+
+
+def join_url(base_url: str, path: str) -> str:
+    """``base_url`` is the server root; a trailing ``/v1`` is not doubled."""
+    base = base_url.rstrip("/")
+    if base.endswith("/v1") and path.startswith("/v1/"):
+        path = path[3:]
+    return base + path
+
+
+def parse_retry_after(headers: Mapping[str, str], now: Optional[float] = None) -> Optional[float]:
+    """Seconds to wait from ``retry-after-ms``, then ``retry-after`` as
+    seconds or as an HTTP date. None when absent or unparsable."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class StreamDecoder(ABC):
+    """Turns one response's SSE events into text chunks and, at the end,
+    the pieces of the final :class:`LLMResponse`. One per stream."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.model = ""
+        self.stop_reason: Optional[str] = None
+        self.usage = Usage()
+        self.message_id: Optional[str] = None
+        self.extra: dict[str, Any] = {}
+
+    @abstractmethod
+    def feed(self, event: SSEEvent) -> Optional[str]:
+        """Text to yield for this event (None for none); raises a typed
+        error for an error event."""
+
+    @staticmethod
+    def load(event: SSEEvent) -> Any:
+        try:
+            return json.loads(event.data)
+        except ValueError:
+            raise LLMConnectionError(f"stream sent an event that is not valid JSON ({event.event})") from None
+
+
+class Provider(ABC):
+    name: LLMProvider
+    request_id_header: str
+    completion_path: str
+
+    def __init__(self, base_url: str, headers: Optional[Mapping[str, str]] = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.completion_url = join_url(self.base_url, self.completion_path)
+        self.default_headers = {"content-type": "application/json", "accept": "application/json", **(headers or {})}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.base_url}>"
+
+    # --- wire format, per provider -------------------------------------
+    @abstractmethod
+    def auth_headers(self, key: str) -> dict[str, str]:
+        """Headers that carry ``key``; only ever placed in a KeyAuth."""
+
+    @abstractmethod
+    def build_body(self, request: LLMRequest) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def parse_body(self, data: dict[str, Any]) -> LLMResponse: ...
+
+    @abstractmethod
+    def stream_decoder(self) -> StreamDecoder: ...
+
+    @abstractmethod
+    def error_fields(self, body: Any) -> tuple[Optional[str], Optional[str], Optional[str]]:
+        """(message, error type, error code) from an error body."""
+
+    @abstractmethod
+    def is_quota_error(self, body: Any, error_type: Optional[str], code: Optional[str]) -> bool: ...
+
+    def count_tokens(self, session: requests.Session, auth: KeyAuth, request: LLMRequest,
+                     timeout: tuple[float, Optional[float]]) -> Optional[int]:
+        """Native token count, or None where the provider has no endpoint."""
+        return None
+
+    # --- shared mechanics ------------------------------------------------
+    def build_request(self, request: LLMRequest) -> HTTPRequest:
+        headers = {**self.default_headers, **request.headers}
+        if request.stream:
+            headers["accept"] = "text/event-stream"
+        return HTTPRequest("POST", self.completion_url, self.build_body(request), headers, request.stream)
+
+    def complete(self, session: requests.Session, auth: KeyAuth, request: LLMRequest,
+                 timeout: tuple[float, Optional[float]]) -> LLMResponse:
+        started = time.monotonic()
+        http = send(session, self.build_request(request), auth, timeout)
+        try:
+            body = self.read_json(http)
+        finally:
+            http.close()
+        response = self.parse_body(body)
+        self.annotate(response, http, started, auth.client_id)
+        return response
+
+    def open_stream(self, session: requests.Session, auth: KeyAuth, request: LLMRequest,
+                    timeout: tuple[float, Optional[float]]) -> requests.Response:
+        """Send a streaming request; return the open 200 response or raise."""
+        http = send(session, self.build_request(request), auth, timeout)
+        if http.status_code != 200:
+            try:
+                raise self.error_from_response(http, http.content)
+            finally:
+                http.close()
+        return http
+
+    def read_json(self, http: requests.Response) -> dict[str, Any]:
+        """The JSON body of a 200, or the typed error for anything else.
+
+        A 200 whose body is truncated or not JSON is a transient server
+        fault (retried like a 5xx), never an empty answer.
+        """
+        from ..transport import BODY_READ_ERRORS, read_error
+
+        try:
+            content = http.content
+        except BODY_READ_ERRORS as exc:
+            raise read_error(exc, http.url) from exc
+        if http.status_code != 200:
+            raise self.error_from_response(http, content)
+        try:
+            data = json.loads(content)
+        except ValueError:
+            raise LLMProviderError(
+                "the server answered 200 with a body that is not valid JSON",
+                status_code=502, error_type="invalid_response", request_id=self.request_id(http),
+                provider=self.name.value, headers=_plain_headers(http),
+            ) from None
+        if not isinstance(data, dict):
+            raise LLMProviderError("the server answered 200 with unexpected JSON", status_code=502,
+                                   error_type="invalid_response", provider=self.name.value)
+        return data
+
+    def request_id(self, http: requests.Response) -> Optional[str]:
+        return http.headers.get(self.request_id_header)
+
+    def error_from_response(self, http: requests.Response, content: bytes) -> LLMProviderError:
+        """The one translation from an error status to a typed error."""
+        status = http.status_code
+        try:
+            body: Any = json.loads(content) if content else None
+        except ValueError:
+            body = None
+        message, error_type, code = self.error_fields(body)
+        if message is None:
+            text = content[:200].decode("utf-8", "replace").strip() if content else ""
+            message = text or http.reason or "error"
+        if 300 <= status < 400:
+            message = f"redirect to another location refused (keys are never sent on): {message}"
+            error_type = error_type or "redirect"
+        cls = error_class_for_status(status)
+        if status == 429 and self.is_quota_error(body, error_type, code):
+            cls = LLMQuotaExceededError
+        return cls(
+            redact(message),
+            status_code=status,
+            error_type=error_type or code,
+            code=code,
+            request_id=self.request_id(http) or (body.get("request_id") if isinstance(body, dict) else None),
+            provider=self.name.value,
+            retry_after=parse_retry_after(http.headers) if cls is not LLMQuotaExceededError else None,
+            headers=_plain_headers(http),
+        )
+
+    def error_from_event(self, body: Any, status: int = 500) -> LLMProviderError:
+        """An error that arrived inside a 200 stream."""
+        message, error_type, code = self.error_fields(body)
+        status = _EVENT_STATUS.get(error_type or "", status)
+        cls: type[LLMProviderError] = error_class_for_status(status)
+        if status == 429 and self.is_quota_error(body, error_type, code):
+            cls = LLMQuotaExceededError
+        return cls(redact(message or "error event in stream"), status_code=status,
+                   error_type=error_type or code, code=code, provider=self.name.value, mid_stream=True)
+
+    def annotate(self, response: LLMResponse, http: requests.Response, started: float,
+                 client_id: Optional[str]) -> None:
+        response.provider = self.name
+        response.client_id = client_id
+        response.request_id = self.request_id(http) or response.request_id
+        response.latency_ms = (time.monotonic() - started) * 1000.0
+        response.headers = _plain_headers(http)
+
+    def stream_response(self, decoder: StreamDecoder, text: str, http: Optional[requests.Response],
+                        started: float, client_id: Optional[str]) -> LLMResponse:
+        """The final response of a finished stream."""
+        response = LLMResponse(
+            content=text,
+            model=decoder.model,
+            stop_reason=self.normalize_stop_reason(decoder.stop_reason),
+            usage=decoder.usage,
+            raw={"id": decoder.message_id, "stop_reason": decoder.stop_reason, **decoder.extra},
+        )
+        if http is not None:
+            self.annotate(response, http, started, client_id)
+        return response
+
+    @staticmethod
+    def normalize_stop_reason(reason: Optional[str]) -> Optional[str]:
+        return _STOP_REASONS.get(reason, reason) if reason is not None else None
+
+
+# Provider stop/finish reasons → API.md's normalised set.
+_STOP_REASONS = {
+    "end_turn": "end_turn",
+    "stop": "end_turn",
+    "max_tokens": "max_tokens",
+    "length": "max_tokens",
+    "stop_sequence": "stop_sequence",
+    "tool_use": "tool_use",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+}
+
+# Error types that arrive inside a stream → the status they stand for.
+_EVENT_STATUS = {
+    "overloaded_error": 529,
+    "api_error": 500,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "timeout_error": 408,
+}
+
+
+def _plain_headers(http: requests.Response) -> dict[str, str]:
+    return {k.lower(): v for k, v in http.headers.items()}
+
+
+def iter_body(http: requests.Response) -> Iterator[bytes]:
+    """Body bytes as they arrive: per HTTP chunk when chunked, else
+    whatever the socket has (``read1``), so SSE is never held back."""
+    raw = http.raw
+    if getattr(raw, "chunked", False) or not hasattr(raw, "read1"):
+        yield from http.iter_content(chunk_size=None)
+        return
+    while True:
+        data = raw.read1(65536)
+        if not data:
+            return
+        yield data

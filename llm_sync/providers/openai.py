@@ -1,0 +1,118 @@
+"""OpenAI Chat Completions (``POST /v1/chat/completions``) and the servers
+that speak it: vLLM, Ollama, LM Studio, llama.cpp, gateways."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+from ..models import LLMProvider, LLMResponse, Usage
+from ..sse import SSEEvent
+from .base import LLMRequest, Provider, StreamDecoder
+
+__all__ = ["OpenAIProvider"]
+
+# api.openai.com wants max_completion_tokens; compatible servers mostly
+# still expect the older max_tokens. Either can be forced through extras.
+_OFFICIAL_HOSTS = {"api.openai.com"}
+
+
+def _usage(data: Any) -> Usage:
+    usage = Usage()
+    if isinstance(data, dict):
+        usage.input_tokens = int(data.get("prompt_tokens") or 0)
+        usage.output_tokens = int(data.get("completion_tokens") or 0)
+    return usage
+
+
+class OpenAIProvider(Provider):
+    name = LLMProvider.OPENAI
+    request_id_header = "x-request-id"
+    completion_path = "/v1/chat/completions"
+    temperature_range = (0.0, 2.0)
+
+    def __init__(self, base_url: str, headers: Optional[dict[str, str]] = None) -> None:
+        super().__init__(base_url, headers)
+        official = (urlsplit(self.base_url).hostname or "") in _OFFICIAL_HOSTS
+        self.max_tokens_field = "max_completion_tokens" if official else "max_tokens"
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"}
+
+    def build_body(self, request: LLMRequest) -> dict[str, Any]:
+        messages = [{"role": "system", "content": request.system}] if request.system else []
+        messages += [{"role": m.role.value, "content": m.content} for m in request.messages]
+        body: dict[str, Any] = {"model": request.model, "messages": messages}
+        if not ({"max_tokens", "max_completion_tokens"} & request.extras.keys()):
+            body[self.max_tokens_field] = request.max_tokens
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        body.update(request.extras)
+        return body
+
+    def parse_body(self, data: dict[str, Any]) -> LLMResponse:
+        choices = data.get("choices") or [{}]
+        choice = choices[0] if isinstance(choices[0], dict) else {}
+        message = choice.get("message") or {}
+        return LLMResponse(
+            content=message.get("content") or "",
+            model=data.get("model") or "",
+            stop_reason=self.normalize_stop_reason(choice.get("finish_reason")),
+            usage=_usage(data.get("usage")),
+            raw=data,
+        )
+
+    def error_fields(self, body: Any) -> tuple[Optional[str], Optional[str], Optional[str]]:
+        if not isinstance(body, dict):
+            return None, None, None
+        error = body.get("error", body.get("detail"))
+        if isinstance(error, str):
+            return error, None, None
+        if not isinstance(error, dict):
+            return None, None, None
+        code = error.get("code")
+        return error.get("message"), error.get("type"), str(code) if code is not None else None
+
+    def is_quota_error(self, body: Any, error_type: Optional[str], code: Optional[str]) -> bool:
+        return "insufficient_quota" in (error_type, code)
+
+    def stream_decoder(self) -> StreamDecoder:
+        return _OpenAIStream(self)
+
+
+class _OpenAIStream(StreamDecoder):
+    """``data:`` chunks until ``[DONE]``. A finish_reason also counts as a
+    complete answer: several compatible servers end without ``[DONE]``."""
+
+    def __init__(self, provider: OpenAIProvider) -> None:
+        super().__init__()
+        self._provider = provider
+
+    def feed(self, event: SSEEvent) -> Optional[str]:
+        if event.data.strip() == "[DONE]":
+            self.done = True
+            return None
+        data = self.load(event)
+        if not isinstance(data, dict):
+            return None
+        if "error" in data:
+            raise self._provider.error_from_event(data)
+        self.model = data.get("model") or self.model
+        self.message_id = data.get("id") or self.message_id
+        if isinstance(data.get("usage"), dict):
+            self.usage = _usage(data["usage"])
+        text = None
+        for choice in data.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or None
+            if choice.get("finish_reason"):
+                self.stop_reason = choice["finish_reason"]
+                self.done = True
+        return text

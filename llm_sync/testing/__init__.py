@@ -1,0 +1,60 @@
+"""Local provider simulator for testing code that talks to Anthropic or OpenAI.
+
+Public API: :class:`Simulator`, :class:`SimLimits`, :class:`RecordedRequest`
+and the deterministic reply/token helpers.  Names load lazily so the pytest
+plugin (which imports this package) stays cheap to import.
+
+    from llm_sync.testing import Simulator
+    with Simulator(keys=("sk-sim-1",)) as sim:
+        ...  # point a client at sim.base_url
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .faults import Fault, FaultKind
+    from .limits import SimLimits
+    from .recording import RecordedRequest
+    from .replies import count_input_tokens, count_tokens, default_reply
+    from .simulator import ReplyFunction, Simulator
+
+__all__ = [
+    "Fault",
+    "FaultKind",
+    "RecordedRequest",
+    "ReplyFunction",
+    "SimLimits",
+    "Simulator",
+    "count_input_tokens",
+    "count_tokens",
+    "default_reply",
+]
+
+_HOMES = {
+    "Fault": "faults",
+    "FaultKind": "faults",
+    "RecordedRequest": "recording",
+    "ReplyFunction": "simulator",
+    "SimLimits": "limits",
+    "Simulator": "simulator",
+    "count_input_tokens": "replies",
+    "count_tokens": "replies",
+    "default_reply": "replies",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

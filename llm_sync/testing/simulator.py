@@ -1,0 +1,349 @@
+"""The provider simulator: a local Anthropic + OpenAI look-alike on one port.
+
+Users test their own code against it, the integration tests use it and the
+``llm-sync demo`` command runs against it offline, so it must behave like the
+real providers (auth, validation, per-key rate limits, streaming, failures)
+while staying deterministic and never exposing a key.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from .faults import Fault, FaultKind, FaultQueue
+from .handler import SimServer
+from .limits import KeyLimiter, SimLimits
+from .recording import RecordedRequest
+from .replies import default_reply
+
+__all__ = ["ReplyFunction", "Simulator"]
+
+ReplyFunction = Callable[[list[dict[str, Any]]], str]
+Clock = Callable[[], float]
+_POLL_INTERVAL = 0.02
+
+
+class Simulator:
+    """Serves ``/v1/messages``, ``/v1/messages/count_tokens``, ``/v1/chat/completions``
+    and ``GET /v1/models`` from a background thread; every key is valid for both APIs.
+
+    Use as a context manager (``with Simulator() as sim:``) or call
+    :meth:`start` / :meth:`stop`.  ``clock`` (monotonic seconds) drives the
+    rate-limit buckets and ``wall_clock`` (POSIX seconds) the timestamps, so
+    tests can inject fake clocks and move time by hand.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[str] = ("sk-sim-1",),
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency: float = 0.0,
+        limits: SimLimits | Sequence[SimLimits | None] | None = None,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+    ) -> None:
+        keys = (keys,) if isinstance(keys, str) else tuple(keys)
+        if not all(isinstance(key, str) and key for key in keys):
+            raise ValueError("keys must be non-empty strings")
+        if len(set(keys)) != len(keys):
+            raise ValueError("keys must be distinct")
+        if latency < 0:
+            raise ValueError("latency must not be negative")
+        self._keys = keys
+        self._host = host
+        self._port = port
+        self.latency = latency
+        """Seconds to wait before answering each request (real time)."""
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._lock = threading.Lock()
+        self._recordings: list[RecordedRequest] = []
+        self._faults = FaultQueue()
+        self._reply_function: ReplyFunction | None = None
+        self._counter = 0
+        self._limits = self._per_key(limits)
+        self._limiters = [KeyLimiter(item, clock, wall_clock) for item in self._limits]
+        self._server: SimServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _per_key(
+        self, limits: SimLimits | Sequence[SimLimits | None] | None
+    ) -> list[SimLimits | None]:
+        if limits is None or isinstance(limits, SimLimits):
+            return [limits] * len(self._keys)
+        per_key = list(limits)
+        if len(per_key) != len(self._keys):
+            raise ValueError(f"limits has {len(per_key)} entries for {len(self._keys)} keys")
+        if not all(item is None or isinstance(item, SimLimits) for item in per_key):
+            raise TypeError("limits entries must be SimLimits or None")
+        return per_key
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> Simulator:
+        """Bind the port and serve in a daemon thread (no-op if already running)."""
+        with self._lock:
+            if self._server is not None:
+                return self
+            server = SimServer((self._host, self._port), self)
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": _POLL_INTERVAL},
+                name=f"llm-sync-simulator:{server.server_address[1]}",
+                daemon=True,
+            )
+            thread.start()
+            self._server, self._thread = server, thread
+        return self
+
+    def stop(self) -> None:
+        """Shut the server down, sever open connections and join the thread (idempotent)."""
+        with self._lock:
+            server, thread = self._server, self._thread
+            self._server = self._thread = None
+        if server is None or thread is None:
+            return
+        server.shutdown()
+        server.server_close()
+        server.close_connections()
+        thread.join()
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"port={self.port}" if self.running else "stopped"
+        return f"<Simulator {state} keys={len(self._keys)}>"
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (only known once started)."""
+        server = self._server
+        if server is None:
+            raise RuntimeError("the simulator is not running; call start() first")
+        return int(server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT`` of the running simulator, without a trailing slash."""
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The accepted API keys; recordings refer to them by index only."""
+        return self._keys
+
+    @property
+    def connection_count(self) -> int:
+        """TCP connections accepted so far (shows whether clients reuse connections)."""
+        server = self._server
+        return server.accepted if server is not None else 0
+
+    # -- recordings ----------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Snapshot of every answered request, oldest first."""
+        with self._lock:
+            return list(self._recordings)
+
+    def request_count(self, path: str | None = None, key_index: int | None = None) -> int:
+        """How many recorded requests match ``path`` and ``key_index`` (None = any)."""
+        return sum(
+            1
+            for item in self.requests
+            if (path is None or item.path == path)
+            and (key_index is None or item.key_id == key_index)
+        )
+
+    def stats(self) -> dict[int | None, dict[int, int]]:
+        """Responses sent per key index (None = unknown key), by status; 200 and 429 always listed."""
+        counts: dict[int | None, dict[int, int]] = {
+            index: {200: 0, 429: 0} for index in range(len(self._keys))
+        }
+        for item in self.requests:
+            if item.status is not None:
+                per_status = counts.setdefault(item.key_id, {200: 0, 429: 0})
+                per_status[item.status] = per_status.get(item.status, 0) + 1
+        return counts
+
+    def reset(self) -> None:
+        """Forget recordings, drop pending faults and refill every bucket."""
+        with self._lock:
+            self._recordings.clear()
+            self._limiters = [
+                KeyLimiter(item, self._clock, self._wall_clock) for item in self._limits
+            ]
+        self._faults.clear()
+
+    # -- behaviour -----------------------------------------------------------------
+
+    def set_reply(self, function: ReplyFunction | None) -> None:
+        """Script answers: ``function(messages) -> str`` replaces the default reply.
+
+        It receives the request's ``messages`` list as sent (Anthropic's
+        top-level ``system`` is not included); ``None`` restores the default.
+        """
+        with self._lock:
+            self._reply_function = function
+
+    def set_limits(self, key_index: int, limits: SimLimits | None) -> None:
+        """Replace one key's limits; its buckets start full."""
+        self._check_index(key_index)
+        with self._lock:
+            self._limits[key_index] = limits
+            self._limiters[key_index] = KeyLimiter(limits, self._clock, self._wall_clock)
+
+    def bucket_levels(self, key_index: int, api: str = "anthropic") -> dict[str, float]:
+        """Current level of each configured bucket of one key for ``api``.
+
+        Anthropic buckets: ``requests``, ``input_tokens``, ``output_tokens``;
+        OpenAI buckets: ``requests``, ``tokens``.  Unconfigured figures are absent.
+        """
+        self._check_index(key_index)
+        return self._limiter(key_index).levels(api)
+
+    # -- faults --------------------------------------------------------------------
+
+    def inject(
+        self,
+        status: int = 529,
+        *,
+        count: int = 1,
+        key_index: int | None = None,
+        path: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: Mapping[str, Any] | bytes | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        """Answer the next ``count`` matching requests with ``status``.
+
+        The body is the provider-appropriate error for the status unless
+        ``body`` (a dict or raw bytes) is given; only the given ``headers`` are
+        added (no automatic retry-after).  ``delay`` waits before answering.
+        """
+        if not isinstance(status, int) or not 100 <= status <= 599:
+            raise ValueError(f"status must be an HTTP status code, got {status!r}")
+        self._add(
+            FaultKind.STATUS, count, key_index, path,
+            status=status, headers=dict(headers or {}), body=body, delay=delay,
+        )
+
+    def inject_quota_exceeded(
+        self, *, count: int = 1, key_index: int | None = None, path: str | None = None
+    ) -> None:
+        """Answer with the provider's out-of-credit 429 (no retry-after: retrying is futile)."""
+        self._add(FaultKind.QUOTA_EXCEEDED, count, key_index, path, status=429)
+
+    def inject_stream_error(
+        self,
+        after_chunks: int = 2,
+        *,
+        count: int = 1,
+        key_index: int | None = None,
+        path: str | None = None,
+    ) -> None:
+        """After ``after_chunks`` text deltas, send an error event and end the stream."""
+        self._add(FaultKind.STREAM_ERROR, count, key_index, path, after_chunks=after_chunks)
+
+    def inject_truncated_stream(
+        self,
+        after_chunks: int = 2,
+        *,
+        count: int = 1,
+        key_index: int | None = None,
+        path: str | None = None,
+    ) -> None:
+        """After ``after_chunks`` text deltas, close the connection without a terminator."""
+        self._add(FaultKind.TRUNCATED_STREAM, count, key_index, path, after_chunks=after_chunks)
+
+    def inject_invalid_json(
+        self, *, count: int = 1, key_index: int | None = None, path: str | None = None
+    ) -> None:
+        """Answer 200 with a JSON body cut in half."""
+        self._add(FaultKind.INVALID_JSON, count, key_index, path)
+
+    def inject_disconnect(
+        self, *, count: int = 1, key_index: int | None = None, path: str | None = None
+    ) -> None:
+        """Close the connection without answering."""
+        self._add(FaultKind.DISCONNECT, count, key_index, path)
+
+    def inject_redirect(
+        self,
+        location: str,
+        *,
+        status: int = 302,
+        count: int = 1,
+        key_index: int | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Answer with a redirect to ``location`` (clients should not follow it blindly)."""
+        if status not in (301, 302, 303, 307, 308):
+            raise ValueError(f"status must be a redirect status, got {status}")
+        self._add(FaultKind.REDIRECT, count, key_index, path, status=status, location=location)
+
+    def pending_faults(self) -> list[Fault]:
+        """Snapshot of the faults not yet used up, in firing order."""
+        return self._faults.pending()
+
+    def clear_faults(self) -> None:
+        """Drop every pending fault."""
+        self._faults.clear()
+
+    def _add(
+        self,
+        kind: FaultKind,
+        count: int,
+        key_index: int | None,
+        path: str | None,
+        **details: Any,
+    ) -> None:
+        if key_index is not None:
+            self._check_index(key_index)
+        self._faults.add(Fault(kind, count=count, key_index=key_index, path=path, **details))
+
+    # -- used by the request handler -------------------------------------------------
+
+    def _check_index(self, key_index: int) -> None:
+        if not 0 <= key_index < len(self._keys):
+            raise IndexError(f"key_index {key_index} out of range for {len(self._keys)} keys")
+
+    def _next_number(self) -> int:
+        with self._lock:
+            self._counter += 1
+            return self._counter
+
+    def _record(self, item: RecordedRequest) -> None:
+        with self._lock:
+            self._recordings.append(item)
+
+    def _limiter(self, key_index: int) -> KeyLimiter:
+        with self._lock:
+            return self._limiters[key_index]
+
+    def _reply(self, messages: list[dict[str, Any]]) -> str:
+        with self._lock:
+            function = self._reply_function
+        reply = function(messages) if function is not None else default_reply(messages)
+        if not isinstance(reply, str):
+            raise TypeError(f"reply function returned {type(reply).__name__}, not str")
+        return reply

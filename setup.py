@@ -1,0 +1,5 @@
+"""Stub: all metadata lives in setup.cfg."""
+
+from setuptools import setup
+
+setup()
