@@ -230,6 +230,7 @@ class SimHandler(BaseHTTPRequestHandler):
     """Routes each request to the Anthropic or OpenAI endpoint simulations."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else keep-alive requests stall ~40 ms on delayed ACKs
     server: SimServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
