@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional, Union
 
 from .client import LLMClient
 from .config import DEFAULT_BASE_URLS, DEFAULT_LEASES_PER_KEY, DEFAULT_MODELS, LLMConfig, load_config
-from .errors import LLMConfigError, LLMError
+from .errors import LLMConfigError, LLMError, LLMValidationError
 from .keys import KeyClient
 from .middleware.base import Middleware
 from .models import LLMProvider
@@ -103,6 +103,8 @@ class LLMManager:
         """The (cached) client for ``provider``; ``model`` defaults to the
         first of the provider's configured ``models``."""
         runtime = self._runtime(provider)
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            raise LLMValidationError(f"model must be a non-empty string, got {model!r}")
         model = model or runtime.default_model
         with self._lock:
             client = runtime.clients.get(model)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import requests
 
-from .errors import LLMConnectionError, LLMError, LLMStreamError
+from .errors import LLMConnectionError, LLMError, LLMStreamError, redact
 from .models import LLMResponse
 from .providers.base import Provider, StreamDecoder, iter_body
 from .sse import SSEParser
@@ -77,12 +77,14 @@ class Stream:
         self._finishers.append(finisher)
 
     def __iter__(self) -> "Stream":
+        # Only a second pass after reading began is refused: iter() may run
+        # more than once on the iterator itself (str.join, iter(iter(s))).
         if self._iterating:
             raise LLMError("a stream can be iterated only once")
-        self._iterating = True
         return self
 
     def __next__(self) -> str:
+        self._iterating = True
         while not self._pending:
             if self._error is not None:
                 error, self._error = self._error, None
@@ -172,6 +174,9 @@ class Stream:
     def _fail(self, error: LLMError) -> None:
         """Record the failure: the caller still gets the text already
         received, then the error (carrying all of it as ``partial_text``)."""
+        secrets = self._provider.sent_secrets(self._http)
+        if secrets and any(secret in error.message for secret in secrets):
+            error = type(error)(redact(error.message, secrets), **error._attrs)
         received = self.text + "".join(self._pending)
         if received and not getattr(error, "partial_text", None):
             if type(error) is LLMConnectionError:

@@ -205,8 +205,9 @@ class Provider(ABC):
                 provider=self.name.value, headers=_plain_headers(http),
             ) from None
         if not isinstance(data, dict):
-            raise LLMProviderError("the server answered 200 with unexpected JSON", status_code=502,
-                                   error_type="invalid_response", provider=self.name.value)
+            raise LLMProviderError("the server answered 200 with JSON that is not an object", status_code=502,
+                                   error_type="invalid_response", request_id=self.request_id(http),
+                                   provider=self.name.value, headers=_plain_headers(http))
         return data
 
     def request_id(self, http: requests.Response) -> Optional[str]:
@@ -230,7 +231,7 @@ class Provider(ABC):
         if status == 429 and self.is_quota_error(body, error_type, code):
             cls = LLMQuotaExceededError
         return cls(
-            redact(message),
+            redact(message, self.sent_secrets(http)),
             status_code=status,
             error_type=error_type or code,
             code=code,
@@ -239,6 +240,18 @@ class Provider(ABC):
             retry_after=parse_retry_after(http.headers) if cls is not LLMQuotaExceededError else None,
             headers=_plain_headers(http),
         )
+
+    def sent_secrets(self, http: requests.Response) -> tuple[str, ...]:
+        """The key this request carried, so an error body that echoes it is
+        masked even when the key does not look like one (``token-abc``)."""
+        sent = getattr(getattr(http, "request", None), "headers", None) or {}
+        secrets = []
+        for name in self.auth_headers("").keys():
+            value = sent.get(name) or ""
+            value = value[7:] if value[:7].lower() == "bearer " else value
+            if value.strip():
+                secrets.append(value.strip())
+        return tuple(secrets)
 
     def error_from_event(self, body: Any, status: int = 500) -> LLMProviderError:
         """An error that arrived inside a 200 stream."""

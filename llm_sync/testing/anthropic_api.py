@@ -38,7 +38,10 @@ def _blocks_problem(value: Any, where: str) -> str | None:
             or block.get("type") != "text"
             or not isinstance(block.get("text"), str)
         ):
-            return f'{where}.{index}: the simulator accepts only {{"type": "text", "text": ...}} blocks'
+            return (
+                f"{where}.{index}: the simulator accepts only "
+                '{"type": "text", "text": ...} blocks'
+            )
     return None
 
 
@@ -223,7 +226,10 @@ def _stream(
         "message_delta",
         {
             "type": "message_delta",
-            "delta": {"stop_reason": _STOP_REASONS[done.finish], "stop_sequence": done.stop_sequence},
+            "delta": {
+                "stop_reason": _STOP_REASONS[done.finish],
+                "stop_sequence": done.stop_sequence,
+            },
             "usage": {"output_tokens": done.output_tokens},
         },
     )

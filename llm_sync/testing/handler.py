@@ -41,6 +41,8 @@ class SimServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], simulator: Simulator) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         self.simulator = simulator
         self.accepted = 0
         self._open: set[socket.socket] = set()
@@ -108,10 +110,6 @@ class Exchange:
     def request_id(self) -> str:
         return f"req_sim_{self.number}"
 
-    @property
-    def wants_stream(self) -> bool:
-        return isinstance(self.body, dict) and self.body.get("stream") is True
-
     def _resolve_key(self) -> int | None:
         if self.family == "openai":
             scheme, _, value = self.headers.get("authorization", "").partition(" ")
@@ -167,7 +165,9 @@ class Exchange:
         if payload:
             self.handler.wfile.write(payload)
 
-    def send_json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+    def send_json(
+        self, status: int, payload: Any, headers: Mapping[str, str] | None = None
+    ) -> None:
         """Answer with a JSON document (or raw bytes passed through)."""
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_bytes(status, data, headers)
@@ -232,6 +232,10 @@ class SimHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # else keep-alive requests stall ~40 ms on delayed ACKs
     server: SimServer
+
+    def version_string(self) -> str:
+        """Identify as the simulator rather than as Python's http.server."""
+        return "llm-sync-simulator"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         """Stay quiet: users' test output must not fill with access logs."""

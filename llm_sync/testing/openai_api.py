@@ -59,7 +59,8 @@ def validate(body: Any) -> tuple[str, str | None] | None:
             return f"Invalid type for '{where}': expected an object.", where
         role = message.get("role")
         if role not in _ROLES:
-            return f"Invalid value: '{role}'. Supported roles: {', '.join(_ROLES)}.", where + ".role"
+            supported = ", ".join(_ROLES)
+            return f"Invalid value: '{role}'. Supported roles: {supported}.", where + ".role"
         problem = _content_problem(message.get("content"), role, where + ".content")
         if problem:
             return problem, where + ".content"

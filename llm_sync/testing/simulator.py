@@ -31,7 +31,8 @@ class Simulator:
     """Serves ``/v1/messages``, ``/v1/messages/count_tokens``, ``/v1/chat/completions``
     and ``GET /v1/models`` from a background thread; every key is valid for both APIs.
 
-    Use as a context manager (``with Simulator() as sim:``) or call
+    ``keys`` may also be a single string (one key).  Use as a context
+    manager (``with Simulator() as sim:``) or call
     :meth:`start` / :meth:`stop`.  ``clock`` (monotonic seconds) drives the
     rate-limit buckets and ``wall_clock`` (POSIX seconds) the timestamps, so
     tests can inject fake clocks and move time by hand.
@@ -144,7 +145,8 @@ class Simulator:
     @property
     def base_url(self) -> str:
         """``http://HOST:PORT`` of the running simulator, without a trailing slash."""
-        return f"http://{self._host}:{self.port}"
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -175,7 +177,10 @@ class Simulator:
         )
 
     def stats(self) -> dict[int | None, dict[int, int]]:
-        """Responses sent per key index (None = unknown key), by status; 200 and 429 always listed."""
+        """Responses sent per key index (None = unknown key), by status.
+
+        200 and 429 are always listed, so ``stats()[0][429]`` needs no ``.get``.
+        """
         counts: dict[int | None, dict[int, int]] = {
             index: {200: 0, 429: 0} for index in range(len(self._keys))
         }

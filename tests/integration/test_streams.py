@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from llm_sync import LLMConnectionError, LLMProviderError, LLMStreamError, Message, MessageRole
+from llm_sync import LLMConnectionError, LLMError, LLMProviderError, LLMStreamError, Message, MessageRole
 
 PROMPT = [Message(MessageRole.USER, "Write a long story about a lighthouse keeper and the sea")]
 
@@ -53,7 +53,9 @@ def test_explicit_close_mid_stream(make_manager, provider):
     stream.close()
     stream.close()
     assert _full(manager, provider)
-    assert list(stream) == []
+    assert next(stream, None) is None  # closed: nothing more
+    with pytest.raises(LLMError, match="only once"):
+        list(stream)  # a second pass is refused, not silently empty
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])

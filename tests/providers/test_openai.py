@@ -8,7 +8,9 @@ from typing import Any, Iterator
 import pytest
 import responses
 
-from llm_sync import LLMManager, LLMProvider, Message, MessageRole
+from llm_sync import LLMManager, LLMProvider, Message, MessageRole, Middleware
+from llm_sync.providers.base import LLMRequest
+from llm_sync.providers.openai import OpenAIProvider
 
 BASE = "https://api.openai.test"
 URL = f"{BASE}/v1/chat/completions"
@@ -121,14 +123,29 @@ def test_default_base_url_is_official_host(mock):
     assert body_of(mock)["max_completion_tokens"] == 7
 
 
-def test_max_tokens_in_extras_overrides_field_choice(mock):
+@pytest.mark.parametrize("base", ["https://api.openai.com", BASE])
+def test_max_tokens_in_extras_overrides_field_choice(base):
+    provider = OpenAIProvider(base)
+    request = LLMRequest(messages=[Message("user", "Hi")], model=MODEL, max_tokens=64, extras={"max_tokens": 77})
+    body = provider.build_body(request)
+    assert body["max_tokens"] == 77
+    assert "max_completion_tokens" not in body
+
+
+def test_max_tokens_extra_set_by_middleware_reaches_official_host(mock):
+    class ForceMaxTokens(Middleware):
+        def process_request(self, request, context):
+            request.extras["max_tokens"] = request.max_tokens
+            return request
+
     mock.add(responses.POST, OFFICIAL_URL, json=completion())
     with make_manager(base_url="https://api.openai.com/v1") as m:
-        m.get_client("openai").complete("Hi", max_tokens=64, **{"max_tokens": 77} if False else {}, )
-        # extras are keyword arguments that are not call arguments; max_tokens is a call
-        # argument, so the override goes through the dict form that users pass explicitly.
+        m.add_middleware(ForceMaxTokens())
+        m.get_client("openai").complete("Hi", max_tokens=64)
+    assert mock.calls[0].request.url == OFFICIAL_URL
     body = body_of(mock)
-    assert body["max_completion_tokens"] == 64
+    assert body["max_tokens"] == 64
+    assert "max_completion_tokens" not in body
 
 
 def test_max_completion_tokens_extra_on_compatible_host(mock, client):

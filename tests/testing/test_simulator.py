@@ -129,7 +129,8 @@ def test_count_tokens_rule() -> None:
     assert count_tokens("") == 0
     assert count_tokens("Hello, world!") == 4
     assert count_tokens("what's  up_dog 42?") == 6  # what ' s up_dog 42 ?
-    messages = [user("Hello, world!"), {"role": "assistant", "content": [{"type": "text", "text": "Hi"}]}]
+    reply = {"role": "assistant", "content": [{"type": "text", "text": "Hi"}]}
+    messages = [user("Hello, world!"), reply]
     assert count_input_tokens(messages, "Be brief.") == 3 + (4 + 3) + (1 + 3) + 3
 
 
@@ -151,7 +152,7 @@ def test_default_reply_remembers_the_most_recent_name() -> None:
     assert default_reply([user("What's my name?")]) == "Simulated reply to: What's my name?"
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, database=None)
 @given(
     reply=st.text(max_size=80),
     max_tokens=st.integers(min_value=1, max_value=30),
@@ -334,7 +335,11 @@ def test_openai_completion(sim: Simulator, wall: FakeClock) -> None:
         }
     ]
     prompt = (3 + 3) + (4 + 3) + 3
-    assert data["usage"] == {"prompt_tokens": prompt, "completion_tokens": 8, "total_tokens": prompt + 8}
+    assert data["usage"] == {
+        "prompt_tokens": prompt,
+        "completion_tokens": 8,
+        "total_tokens": prompt + 8,
+    }
 
 
 @pytest.mark.parametrize("include_usage", [True, False])
@@ -354,11 +359,13 @@ def test_openai_stream(sim: Simulator, include_usage: bool) -> None:
     if include_usage:
         *chunks, usage_chunk = chunks
         assert usage_chunk["choices"] == []
-        assert usage_chunk["usage"] == {"prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18}
+        usage = {"prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18}
+        assert usage_chunk["usage"] == usage
         assert all(chunk["usage"] is None for chunk in chunks)
     else:
         assert all("usage" not in chunk for chunk in chunks)
-    assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    final = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    assert chunks[-1]["choices"][0] == final
     text = "".join(chunk["choices"][0]["delta"].get("content", "") for chunk in chunks)
     assert text == "Simulated reply to: a b c d"
     assert all(chunk["choices"][0]["finish_reason"] is None for chunk in chunks[:-1])
@@ -371,7 +378,9 @@ def test_openai_stream(sim: Simulator, include_usage: bool) -> None:
         (None, None, None),
     ],
 )
-def test_openai_auth_failure(sim: Simulator, key: str | None, message: str | None, code: str | None) -> None:
+def test_openai_auth_failure(
+    sim: Simulator, key: str | None, message: str | None, code: str | None
+) -> None:
     response = openai(sim, key=key)
     assert response.status_code == 401
     error = response.json()["error"]
@@ -380,7 +389,12 @@ def test_openai_auth_failure(sim: Simulator, key: str | None, message: str | Non
     assert error["code"] == code
     if message is not None:
         assert response.json() == {
-            "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": code,
+            }
         }
 
 
@@ -434,7 +448,8 @@ def test_name_memory_on_both_apis(sim: Simulator) -> None:
     ]
     message = anthropic(sim, {"model": "m", "max_tokens": 50, "messages": turns}).json()
     assert message["content"][0]["text"] == "Your name is Ada."
-    chat = openai(sim, {"model": "m", "messages": [{"role": "system", "content": "hi"}, *turns]}).json()
+    system = {"role": "system", "content": "hi"}
+    chat = openai(sim, {"model": "m", "messages": [system, *turns]}).json()
     assert chat["choices"][0]["message"]["content"] == "Your name is Ada."
 
 
@@ -446,7 +461,8 @@ def test_max_tokens_cut(sim: Simulator) -> None:
     assert message["stop_sequence"] is None
     assert message["usage"]["output_tokens"] == 3
     for limit_name in ("max_completion_tokens", "max_tokens"):
-        chat = openai(sim, {"model": "m", "messages": [user("Hello, world!")], limit_name: 4}).json()
+        body = {"model": "m", "messages": [user("Hello, world!")], limit_name: 4}
+        chat = openai(sim, body).json()
         assert chat["choices"][0]["message"]["content"] == "Simulated reply to:"
         assert chat["choices"][0]["finish_reason"] == "length"
         assert chat["usage"]["completion_tokens"] == 4
@@ -558,7 +574,9 @@ def test_unknown_paths_and_methods(sim: Simulator) -> None:
     assert set(chat_missing.json()["error"]) == {"message", "type", "param", "code"}
     wrong_method = requests.get(sim.base_url + MESSAGES, headers={"x-api-key": KEYS[0]}, timeout=5)
     assert wrong_method.status_code == 405
-    anthropic_models = requests.get(sim.base_url + "/v1/models", headers={"x-api-key": KEYS[0]}, timeout=5)
+    anthropic_models = requests.get(
+        sim.base_url + "/v1/models", headers={"x-api-key": KEYS[0]}, timeout=5
+    )
     assert anthropic_models.json()["data"][0]["type"] == "model"
     openai_models = requests.get(
         sim.base_url + "/v1/models", headers={"Authorization": f"Bearer {KEYS[0]}"}, timeout=5
@@ -573,7 +591,8 @@ def test_keep_alive_reuses_one_connection(sim: Simulator) -> None:
         stream_body = {"model": "m", "max_tokens": 20, "messages": [user("hi")], "stream": True}
         assert "message_stop" in anthropic(sim, stream_body, session=session).text
         assert openai(sim, session=session).status_code == 200
-        assert openai(sim, {"model": "m", "messages": [user("x")], "stream": True}, session=session).ok
+        chat_stream = {"model": "m", "messages": [user("x")], "stream": True}
+        assert "[DONE]" in openai(sim, chat_stream, session=session).text
         assert anthropic(sim, key="sk-nope", session=session).status_code == 401
         assert session.post(sim.base_url + "/nowhere", timeout=5).status_code == 404
     assert sim.connection_count == 1
@@ -609,8 +628,11 @@ def test_injected_status_anthropic_shapes(sim: Simulator, status: int, error_typ
     [(429, "requests", "rate_limit_exceeded"), (500, "server_error", None),
      (503, "server_error", None), (401, "invalid_request_error", "invalid_api_key")],
 )
-def test_injected_status_openai_shapes(sim: Simulator, status: int, error_type: str, code: str | None) -> None:
-    sim.inject(status, headers={"retry-after": "2", "retry-after-ms": "1500", "x-should-retry": "false"})
+def test_injected_status_openai_shapes(
+    sim: Simulator, status: int, error_type: str, code: str | None
+) -> None:
+    headers = {"retry-after": "2", "retry-after-ms": "1500", "x-should-retry": "false"}
+    sim.inject(status, headers=headers)
     response = openai(sim)
     assert response.status_code == status
     error = response.json()["error"]
@@ -671,7 +693,7 @@ def test_anthropic_stream_error(sim: Simulator) -> None:
     # Requests that never start a stream do not use the fault up.
     assert anthropic(sim, path=COUNT, body={"model": "m", "messages": [user("x")]}).ok
     assert anthropic(sim).ok
-    body = {"model": "m", "max_tokens": 50, "messages": [user("one two three four")], "stream": True}
+    body = {"model": "m", "max_tokens": 50, "messages": [user("one two three")], "stream": True}
     events = parse_sse(anthropic(sim, body).text)
     names = [name for name, _ in events]
     assert names == ["message_start", "ping", "content_block_start",
@@ -701,7 +723,8 @@ def test_truncated_stream(sim: Simulator, api: str) -> None:
         body = {"model": "m", "max_tokens": 50, "messages": [user("x y z")], "stream": True}
         response = anthropic(sim, body, stream=True)
     else:
-        response = openai(sim, {"model": "m", "messages": [user("x y z")], "stream": True}, stream=True)
+        body = {"model": "m", "messages": [user("x y z")], "stream": True}
+        response = openai(sim, body, stream=True)
     assert response.status_code == 200
     received = b""
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
@@ -784,7 +807,7 @@ def test_anthropic_headers_and_output_refund(sim: Simulator, clock: FakeClock) -
     headers = first.headers
     assert headers["anthropic-ratelimit-requests-limit"] == "50"
     assert headers["anthropic-ratelimit-requests-remaining"] == "49"
-    assert headers["anthropic-ratelimit-requests-reset"] == "2027-01-15T08:00:02Z"  # 1.2 s, rounded up
+    assert headers["anthropic-ratelimit-requests-reset"] == "2027-01-15T08:00:02Z"  # 1.2 s, up
     assert headers["anthropic-ratelimit-input-tokens-limit"] == "1200"
     assert headers["anthropic-ratelimit-input-tokens-remaining"] == str(1200 - input_tokens)
     assert headers["anthropic-ratelimit-input-tokens-reset"] == "2027-01-15T08:00:01Z"  # 0.5 s
@@ -801,7 +824,8 @@ def test_anthropic_headers_and_output_refund(sim: Simulator, clock: FakeClock) -
         "output_tokens": pytest.approx(600 - output_tokens),
     }
     second = anthropic(sim, {**body, "stream": True})
-    assert second.headers["anthropic-ratelimit-output-tokens-remaining"] == str(600 - output_tokens - 100)
+    remaining = second.headers["anthropic-ratelimit-output-tokens-remaining"]
+    assert remaining == str(600 - output_tokens - 100)
     assert "message_stop" in second.text
     assert sim.bucket_levels(0)["output_tokens"] == pytest.approx(600 - 2 * output_tokens)
 
@@ -822,9 +846,11 @@ def test_anthropic_429_charges_nothing(sim: Simulator, clock: FakeClock) -> None
 
 
 def test_openai_headers_and_no_refund(sim: Simulator) -> None:
-    sim.set_limits(0, SimLimits(requests_per_minute=60, tokens_per_minute=6000, output_tokens_per_minute=1))
+    limits = SimLimits(requests_per_minute=60, tokens_per_minute=6000, output_tokens_per_minute=1)
+    sim.set_limits(0, limits)
     prompt = 4 + 3 + 3
-    response = openai(sim, {"model": "m", "messages": [user("Hello, world!")], "max_completion_tokens": 100})
+    body = {"model": "m", "messages": [user("Hello, world!")], "max_completion_tokens": 100}
+    response = openai(sim, body)
     assert response.status_code == 200
     headers = response.headers
     assert headers["x-ratelimit-limit-requests"] == "60"
@@ -840,11 +866,13 @@ def test_openai_headers_and_no_refund(sim: Simulator) -> None:
     }
     default = openai(sim)  # charged the default 1024 completion tokens
     assert default.headers["x-ratelimit-remaining-tokens"] == str(6000 - 2 * prompt - 100 - 1024)
-    assert sim.bucket_levels(0) == {"requests": pytest.approx(60), "output_tokens": pytest.approx(1)}
+    anthropic_levels = {"requests": pytest.approx(60), "output_tokens": pytest.approx(1)}
+    assert sim.bucket_levels(0) == anthropic_levels  # the Anthropic buckets are separate
 
 
 def test_openai_429_retry_after(sim: Simulator, clock: FakeClock) -> None:
-    sim.set_limits(0, SimLimits(requests_per_minute=100, input_tokens_per_minute=1200))  # tokens fallback
+    # No tokens_per_minute: the OpenAI tokens bucket falls back to the input figure.
+    sim.set_limits(0, SimLimits(requests_per_minute=100, input_tokens_per_minute=1200))
     assert openai(sim).status_code == 200  # 10 + 1024 of 1200 used
     refused = openai(sim)
     assert refused.status_code == 429

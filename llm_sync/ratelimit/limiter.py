@@ -1,0 +1,370 @@
+"""Per-key rate limits of one provider, and the choice of key by headroom.
+
+Threading contract: a :class:`ProviderLimiter` owns every bucket of every
+key of its provider and guards all of them with one lock (``_cond``). The
+lock is held only for arithmetic; callers sleep *outside* it, for the delay
+their reservation was given (see ``bucket.py`` for why debt makes that wait
+FIFO-fair). The clock, wall clock and sleep are injectable.
+
+Life of a call: ``reserve`` (choose the key that admits it soonest, charge
+1 request + estimated input + ``max_tokens`` output) → sleep ``delay`` →
+``mark_sent`` → ``settle`` with the actual usage and the response headers
+(or ``refund`` when the request never reached the server or was refused).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+from ..config import RateLimitConfig
+from ..errors import LLMRateLimitError, LLMValidationError
+from .bucket import TokenBucket
+from .headers import DIMENSIONS, HeaderLimit, parse_rate_limit_headers
+
+__all__ = ["Cost", "Reservation", "KeyLimiter", "ProviderLimiter", "PROBE_IN_FLIGHT"]
+
+Clock = Callable[[], float]
+
+# Before a key without configured limits has answered once, this many of
+# its calls may be in flight: enough to learn the limits quickly, too few
+# to blast a strict server.
+PROBE_IN_FLIGHT = 2
+# The input-token estimate is calibrated against actual usage with this
+# weight per observation (exponential moving average).
+CALIBRATION_WEIGHT = 0.2
+# A learned burst capacity must be this much below the current one to count
+# (reset times are rounded; avoid chasing noise).
+CAPACITY_TOLERANCE = 0.97
+_CONFIG_FIELDS = {
+    "requests": "requests_per_minute",
+    "input_tokens": "input_tokens_per_minute",
+    "output_tokens": "output_tokens_per_minute",
+    "tokens": "tokens_per_minute",
+}
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a call needs: its input-token estimate and its ``max_tokens``."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(eq=False)
+class Reservation:
+    """Charges made for one call on one key. ``delay``: seconds the caller
+    must wait before sending."""
+
+    key: "KeyLimiter"
+    amounts: dict[str, float]
+    estimate: int
+    delay: float = 0.0
+    sent_at: Optional[float] = None
+    committed_at_send: dict[str, float] = field(default_factory=dict)
+    unsent_at_send: dict[str, float] = field(default_factory=dict)
+    done: bool = False
+
+
+class KeyLimiter:
+    """The buckets of one key. Only touched under the owner's lock."""
+
+    def __init__(self, index: int, client_id: str, config: Optional[RateLimitConfig], *,
+                 refunds_output: bool, now: float) -> None:
+        self.index = index
+        self.client_id = client_id
+        self.refunds_output = refunds_output
+        self.burst_seconds = config.burst_seconds if config else None
+        self.configured: dict[str, float] = {}
+        self.buckets: dict[str, TokenBucket] = {}
+        for dimension, name in _CONFIG_FIELDS.items():
+            value = getattr(config, name) if config else None
+            if value:
+                self.configured[dimension] = float(value)
+                self.buckets[dimension] = TokenBucket(value, now, self.burst_seconds)
+        self.committed = dict.fromkeys(DIMENSIONS, 0.0)  # net charges ever made
+        self.unsent = dict.fromkeys(DIMENSIONS, 0.0)  # reserved, not yet sent
+        self.paused_until = 0.0
+        self.in_flight = 0
+        self.answered = bool(self.configured)  # limits known (configured or seen)
+        self.calibration = 1.0
+        self.last_chosen = -1
+        self.reset_at_wall: Optional[float] = None
+
+    def __repr__(self) -> str:
+        return f"<KeyLimiter {self.client_id} {sorted(self.buckets)}>"
+
+    @property
+    def probing(self) -> bool:
+        return not self.answered
+
+    def amounts(self, cost: Cost) -> dict[str, float]:
+        estimate = max(1.0, math.ceil(cost.input_tokens * self.calibration))
+        return {
+            "requests": 1.0,
+            "input_tokens": estimate,
+            "output_tokens": float(cost.output_tokens),
+            "tokens": estimate + cost.output_tokens,
+        }
+
+    def oversize(self, amounts: Mapping[str, float]) -> Optional[str]:
+        """Name the limit ``amounts`` can never fit, or None."""
+        for dimension, bucket in self.buckets.items():
+            limit = self.configured.get(dimension, bucket.limit)
+            capacity = limit if self.burst_seconds is None else limit / 60.0 * self.burst_seconds
+            if amounts[dimension] > capacity:
+                return f"{dimension.replace('_', ' ')} ({amounts[dimension]:.0f} > {capacity:.0f})"
+        return None
+
+    def wait_time(self, amounts: Mapping[str, float], now: float) -> float:
+        wait = max(0.0, self.paused_until - now)
+        for dimension, bucket in self.buckets.items():
+            wait = max(wait, bucket.wait_time(amounts[dimension], now))
+        return wait
+
+    def headroom(self, amounts: Mapping[str, float], now: float) -> float:
+        """Smallest fraction of any bucket left after this call (1 = none)."""
+        fractions = [
+            (bucket.available(now) - amounts[d]) / bucket.capacity
+            for d, bucket in self.buckets.items() if bucket.capacity > 0
+        ]
+        return min(fractions) if fractions else 1.0
+
+    def charge(self, amounts: Mapping[str, float], now: float, *, sign: float = 1.0) -> None:
+        for dimension, amount in amounts.items():
+            self.committed[dimension] += sign * amount
+            bucket = self.buckets.get(dimension)
+            if bucket is None:
+                continue
+            if sign > 0:
+                bucket.take(amount, now)
+            else:
+                bucket.give(amount, now)
+
+    def sync(self, reported: Mapping[str, HeaderLimit], reservation: Optional[Reservation], now: float) -> None:
+        """Pull buckets down to what the server says remains, learn limits
+        the config does not give, and learn a smaller burst capacity."""
+        for dimension, header in reported.items():
+            if dimension == "tokens" and self.refunds_output and dimension not in self.configured:
+                continue  # Anthropic's combined figure is a summary, not a bucket
+            bucket = self.buckets.get(dimension)
+            if header.limit:
+                configured = self.configured.get(dimension)
+                if bucket is None:
+                    bucket = self.buckets[dimension] = TokenBucket(header.limit, now, self.burst_seconds)
+                elif configured is None and header.limit != bucket.limit:
+                    bucket.set_limit(header.limit, now, self.burst_seconds)
+                elif configured is not None and header.limit < bucket.limit:
+                    bucket.set_limit(header.limit, now, self.burst_seconds)  # never raised by a header
+            if bucket is None or header.remaining is None:
+                continue
+            if header.reset_in is not None and header.limit:
+                learned = header.remaining + bucket.rate * header.reset_in
+                if learned < bucket.capacity * CAPACITY_TOLERANCE:
+                    bucket.set_capacity(learned, now)
+            if reservation is not None and reservation.sent_at is not None:
+                since = max(0.0, now - reservation.sent_at)
+                predicted = (
+                    min(bucket.capacity, header.remaining + bucket.rate * since)
+                    - (self.committed[dimension] - reservation.committed_at_send.get(dimension, 0.0))
+                    - reservation.unsent_at_send.get(dimension, 0.0)
+                )
+                bucket.lower_to(predicted, now)
+        if reported:
+            self.answered = True
+
+    def status(self, now: float, wall_now: float) -> Optional[dict[str, Any]]:
+        if not self.buckets:
+            return None
+        remaining = {d: max(0, int(b.available(now))) for d, b in self.buckets.items()}
+        token_figures = [remaining[d] for d in ("input_tokens", "output_tokens", "tokens") if d in remaining]
+        full_in = max((b.full_at(now) for b in self.buckets.values()), default=0.0)
+        return {
+            "requests_remaining": remaining.get("requests"),
+            "input_tokens_remaining": remaining.get("input_tokens"),
+            "output_tokens_remaining": remaining.get("output_tokens"),
+            "tokens_remaining": min(token_figures) if token_figures else None,
+            "reset_at": wall_now + max(full_in, self.paused_until - now, 0.0),
+            "limits": {_CONFIG_FIELDS[d]: b.limit for d, b in self.buckets.items()},
+            "burst_capacity": {_CONFIG_FIELDS[d]: round(b.capacity, 1) for d, b in self.buckets.items()},
+            "paused_for": round(max(0.0, self.paused_until - now), 3),
+            "learned": sorted(_CONFIG_FIELDS[d] for d in self.buckets if d not in self.configured),
+            "calibration": round(self.calibration, 4),
+        }
+
+
+class ProviderLimiter:
+    """Every key's limiter for one provider, under one lock."""
+
+    def __init__(self, keys: list[tuple[str, Optional[RateLimitConfig]]], *, refunds_output: bool,
+                 clock: Clock = time.monotonic, wall_clock: Clock = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.sleep = sleep
+        self._cond = threading.Condition(threading.Lock())
+        now = clock()
+        self.keys = [KeyLimiter(i, cid, cfg, refunds_output=refunds_output, now=now)
+                     for i, (cid, cfg) in enumerate(keys)]
+        self._sequence = 0
+        self.waiting = 0  # callers sleeping for a reservation's delay or a probe slot
+
+    def __repr__(self) -> str:
+        return f"<ProviderLimiter {len(self.keys)} keys, {self.waiting} waiting>"
+
+    # --- admission ------------------------------------------------------
+    def reserve(self, cost: Cost, deadline: Optional[float], only: Optional[KeyLimiter] = None) -> Reservation:
+        """Choose the key that admits ``cost`` soonest and charge it.
+
+        Raises LLMValidationError when no key could ever admit it, and
+        LLMRateLimitError when the wait would pass ``deadline``.
+        """
+        candidates = [only] if only is not None else self.keys
+        with self._cond:
+            while True:
+                now = self.clock()
+                best: Optional[tuple[tuple[float, float, int], KeyLimiter, dict[str, float]]] = None
+                reasons, probing_full = [], False
+                for key in candidates:
+                    amounts = key.amounts(cost)
+                    reason = key.oversize(amounts)
+                    if reason:
+                        reasons.append(f"{key.client_id}: {reason}")
+                        continue
+                    if key.probing and key.in_flight + self._unsent_calls(key) >= PROBE_IN_FLIGHT:
+                        probing_full = True
+                        continue
+                    rank = (round(key.wait_time(amounts, now), 6), -key.headroom(amounts, now), key.last_chosen)
+                    if best is None or rank < best[0]:
+                        best = (rank, key, amounts)
+                if best is None and not probing_full:
+                    raise LLMValidationError(
+                        "the request is larger than a whole rate-limit bucket and can never be sent: "
+                        + "; ".join(reasons)
+                    )
+                if best is not None:
+                    (wait, _, _), key, amounts = best
+                    remaining = math.inf if deadline is None else deadline - now
+                    if wait > remaining:
+                        raise LLMRateLimitError(
+                            f"rate limit: the soonest key ({key.client_id}) admits this call in {wait:.2f}s, "
+                            f"after the call's deadline",
+                            retry_after=wait,
+                        )
+                    key.charge(amounts, now)
+                    for dimension, amount in amounts.items():
+                        key.unsent[dimension] += amount
+                    self._sequence += 1
+                    key.last_chosen = self._sequence
+                    return Reservation(key, amounts, cost.input_tokens, delay=wait)
+                # every usable key is probing with its slots taken: wait for an answer
+                remaining = None if deadline is None else deadline - now
+                if remaining is not None and remaining <= 0:
+                    raise LLMRateLimitError("rate limit: waiting for a key's first answer passed the deadline",
+                                            retry_after=1.0)
+                self.waiting += 1
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self.waiting -= 1
+
+    def _unsent_calls(self, key: KeyLimiter) -> int:
+        return int(round(key.unsent["requests"]))
+
+    def wait(self, reservation: Reservation) -> None:
+        """Sleep out the reservation's delay (outside the lock)."""
+        if reservation.delay > 0:
+            with self._cond:
+                self.waiting += 1
+            try:
+                self.sleep(reservation.delay)
+            finally:
+                with self._cond:
+                    self.waiting -= 1
+
+    # --- settlement -----------------------------------------------------
+    def mark_sent(self, reservation: Reservation) -> None:
+        with self._cond:
+            key = reservation.key
+            for dimension, amount in reservation.amounts.items():
+                key.unsent[dimension] -= amount
+            reservation.sent_at = self.clock()
+            reservation.committed_at_send = dict(key.committed)
+            reservation.unsent_at_send = dict(key.unsent)
+            key.in_flight += 1
+
+    def settle(self, reservation: Reservation, input_tokens: Optional[int], output_tokens: Optional[int],
+               headers: Optional[Mapping[str, str]] = None) -> None:
+        """Correct the charges to the actual usage; sync from headers."""
+        with self._cond:
+            if reservation.done:
+                return
+            reservation.done = True
+            key, now = reservation.key, self.clock()
+            actual = dict(reservation.amounts)
+            if input_tokens is not None:
+                actual["input_tokens"] = float(input_tokens)
+                if reservation.estimate > 0 and input_tokens > 0:
+                    ratio = input_tokens / reservation.estimate
+                    key.calibration += CALIBRATION_WEIGHT * (ratio - key.calibration)
+            if output_tokens is not None:
+                actual["output_tokens"] = float(output_tokens)
+            charged_output = actual["output_tokens"] if key.refunds_output else reservation.amounts["output_tokens"]
+            actual["tokens"] = actual["input_tokens"] + charged_output
+            delta = {d: actual[d] - reservation.amounts[d] for d in actual}
+            key.charge({d: v for d, v in delta.items() if v > 0}, now)
+            key.charge({d: -v for d, v in delta.items() if v < 0}, now, sign=-1.0)
+            self._finish(reservation, headers, now)
+
+    def refund(self, reservation: Reservation, headers: Optional[Mapping[str, str]] = None, *,
+               keep_request: bool = False) -> None:
+        """Give the charges back: the server never saw the call, or refused
+        it without counting its tokens (``keep_request``: it did count it)."""
+        with self._cond:
+            if reservation.done:
+                return
+            reservation.done = True
+            key, now = reservation.key, self.clock()
+            amounts = dict(reservation.amounts)
+            if keep_request:
+                amounts.pop("requests")
+            key.charge(amounts, now, sign=-1.0)
+            if reservation.sent_at is None:
+                for dimension, amount in reservation.amounts.items():
+                    key.unsent[dimension] -= amount
+            self._finish(reservation, headers, now)
+
+    def release(self, reservation: Reservation, headers: Optional[Mapping[str, str]] = None) -> None:
+        """The call ended without usage figures: keep the charges as made."""
+        with self._cond:
+            if reservation.done:
+                return
+            reservation.done = True
+            self._finish(reservation, headers, self.clock())
+
+    def _finish(self, reservation: Reservation, headers: Optional[Mapping[str, str]], now: float) -> None:
+        key = reservation.key
+        if reservation.sent_at is not None:
+            key.in_flight -= 1
+        if headers:
+            key.sync(parse_rate_limit_headers(headers, self.wall_clock()), reservation, now)
+            if reservation.sent_at is not None:
+                key.answered = True
+        elif reservation.sent_at is not None and key.probing:
+            key.answered = True  # a server without rate-limit headers: nothing to learn
+        self._cond.notify_all()
+
+    def pause(self, key: KeyLimiter, seconds: float) -> None:
+        """Hold the whole key for ``seconds`` (after a rate-limit 429)."""
+        with self._cond:
+            key.paused_until = max(key.paused_until, self.clock() + max(0.0, seconds))
+            self._cond.notify_all()
+
+    # --- status ---------------------------------------------------------
+    def status(self, key: KeyLimiter) -> Optional[dict[str, Any]]:
+        with self._cond:
+            return key.status(self.clock(), self.wall_clock())
