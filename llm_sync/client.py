@@ -7,17 +7,19 @@ mutable state. Argument checking happens here, before any network I/O.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
-from .config import TimeoutConfig
-from .errors import LLMError, LLMTimeoutError, LLMValidationError
+from .config import ProviderConfig
+from .errors import LLMError, LLMRateLimitError, LLMTimeoutError, LLMValidationError
 from .models import LLMResponse, MessagesInput, normalize_messages
 from .pool import KeyPool
 from .providers.base import LLMRequest, Provider
+from .ratelimit.limiter import Cost
 from .streaming import Stream
 from .tokens import estimate_tokens
 
@@ -28,15 +30,50 @@ _RESERVED = frozenset({"messages", "stream", "stream_options"})
 Progress = Union[bool, Callable[[int, int], Any]]
 
 
+class WorkerThreads:
+    """The threads behind ``submit``: one set per provider, shared by all
+    of its clients (so N models never mean N × max_size threads). Created
+    on first use; ``close`` runs what was submitted, then stops them."""
+
+    def __init__(self, max_workers: int, name: str) -> None:
+        self._max_workers = max_workers
+        self._name = name
+        self._lock = threading.Lock()  # guards _executor, _closed, _pid
+        self._executor: Optional[ThreadPoolExecutor] = None
+        self._closed = False
+        self._pid = os.getpid()
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> "Future[Any]":
+        with self._lock:
+            if self._closed:
+                raise LLMError(f"the {self._name} client is closed")
+            if self._pid != os.getpid():  # threads do not survive fork()
+                self._executor, self._pid = None, os.getpid()
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self._max_workers, thread_name_prefix=f"llm-sync-{self._name}")
+            return self._executor.submit(fn, *args, **kwargs)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+
 class LLMClient:
-    def __init__(self, pool: KeyPool, provider: Provider, model: str, timeout: TimeoutConfig) -> None:
+    def __init__(self, pool: KeyPool, provider: Provider, model: str, settings: ProviderConfig,
+                 workers: Optional[WorkerThreads] = None) -> None:
         self._pool = pool
         self._provider = provider
+        self._workers = workers or WorkerThreads(pool.max_size, provider.name.value)
         self.model = model
-        self._timeout = timeout
-        self._executor: Optional[ThreadPoolExecutor] = None
-        self._executor_lock = threading.Lock()  # guards lazy creation of _executor
-        self._closed = False
+        self._timeout = settings.timeout
+        self._native_counting = settings.token_counting == "native" and _has_native_counting(provider)
+        # A rate-limit 429 sends the call back to the pool at most this many
+        # times (another key, or the same one after its pause), deadline
+        # permitting: max_retries bounds every re-send of a call.
+        self._max_requeues = settings.max_retries
 
     def __repr__(self) -> str:
         return f"<LLMClient {self._provider.name.value} model={self.model!r}>"
@@ -56,8 +93,16 @@ class LLMClient:
                  **provider_extras: Any) -> LLMResponse:
         request = self._request(messages, model, max_tokens, temperature, system, stop, False, provider_extras)
         deadline = self._deadline(timeout)
-        with self._pool.acquire(self._acquire_wait(deadline)) as lease:
-            return lease.key.complete(lease.session, request, self._http_timeout(deadline))
+        cost = self._cost(request, deadline)
+        for attempt in range(self._max_requeues + 1):
+            with self._pool.acquire(self._acquire_wait(deadline), cost) as lease:
+                try:
+                    return lease.key.complete(lease.session, request, self._http_timeout(deadline),
+                                              lease.reservation, deadline)
+                except LLMRateLimitError as error:
+                    if not self._requeue(error, attempt, deadline):
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def stream(self, messages: MessagesInput, *, model: Optional[str] = None, max_tokens: int = 1024,
                temperature: Optional[float] = None, system: Optional[str] = None,
@@ -67,12 +112,19 @@ class LLMClient:
         context manager, and has ``.response`` once read to the end."""
         request = self._request(messages, model, max_tokens, temperature, system, stop, True, provider_extras)
         deadline = self._deadline(timeout)
-        lease = self._pool.acquire(self._acquire_wait(deadline))
-        try:
-            return lease.key.open_stream(lease.session, request, self._http_timeout(deadline), lease.release)
-        except BaseException:
-            lease.release()
-            raise
+        cost = self._cost(request, deadline)
+        for attempt in range(self._max_requeues + 1):
+            lease = self._pool.acquire(self._acquire_wait(deadline), cost)
+            try:
+                return lease.key.open_stream(lease.session, request, self._http_timeout(deadline), lease, deadline)
+            except LLMRateLimitError as error:
+                lease.release()
+                if not self._requeue(error, attempt, deadline):
+                    raise
+            except BaseException:
+                lease.release()
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def stream_complete(self, messages: MessagesInput, **kwargs: Any) -> Iterator[str]:
         """Text chunks as they arrive. Breaking out of the loop, ``close()``
@@ -83,19 +135,41 @@ class LLMClient:
                      system: Optional[str] = None) -> int:
         """The provider's native count where it has one, else an estimate."""
         request = self._request(messages, model, 1, None, system, None, False, {})
-        if type(self._provider).count_tokens is Provider.count_tokens:
+        if not _has_native_counting(self._provider):
             return estimate_tokens(request.messages, request.system)
-        deadline = self._deadline(None)
+        return self._native_count(request, self._deadline(None))
+
+    def _native_count(self, request: LLMRequest, deadline: Optional[float]) -> int:
+        """Ask the provider; counting is free and limited apart from messages,
+        so it takes a lease without a rate-limit reservation."""
         with self._pool.acquire(self._acquire_wait(deadline)) as lease:
             count = lease.key.count_tokens(lease.session, request, self._http_timeout(deadline))
         return count if count is not None else estimate_tokens(request.messages, request.system)
+
+    def _cost(self, request: LLMRequest, deadline: Optional[float]) -> Cost:
+        """What the rate limiter reserves: the input estimate (or the
+        provider's own count) and max_tokens of output."""
+        if self._native_counting:
+            tokens = self._native_count(request, deadline)
+        else:
+            tokens = estimate_tokens(request.messages, request.system)
+        return Cost(tokens, request.max_tokens)
+
+    def _requeue(self, error: LLMRateLimitError, attempt: int, deadline: Optional[float]) -> bool:
+        """A server 429 (the limiter already paused that key): try again
+        through the pool if attempts and the deadline allow."""
+        if error.status_code != 429 or attempt >= self._max_requeues:
+            return False
+        if deadline is not None and deadline - time.monotonic() <= (error.retry_after or 0.0):
+            return False
+        return True
 
     # --- many calls -----------------------------------------------------
     def submit(self, messages: MessagesInput, **kwargs: Any) -> "Future[LLMResponse]":
         """Run ``complete`` on the client's worker threads; bad arguments
         raise here, at once, not inside the Future."""
         self._check(messages, kwargs)
-        return self._workers().submit(self.complete, messages, **kwargs)
+        return self._workers.submit(self.complete, messages, **kwargs)
 
     def complete_batch(self, items: Sequence[MessagesInput], *, max_workers: Optional[int] = None,
                        return_exceptions: bool = False, progress: Progress = False,
@@ -124,7 +198,7 @@ class LLMClient:
             nonlocal done
             try:
                 results[index] = self.complete(items[index], **kwargs)
-            except LLMError as exc:
+            except Exception as exc:  # kept in place: a batch never drops a result
                 results[index] = exc
             with done_lock:
                 done += 1
@@ -141,24 +215,6 @@ class LLMClient:
         return results
 
     # --- internals ------------------------------------------------------
-    def _workers(self) -> ThreadPoolExecutor:
-        with self._executor_lock:
-            if self._closed:
-                raise LLMError(f"the {self.provider} client is closed")
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=self._pool.max_size, thread_name_prefix=f"llm-sync-{self.provider}"
-                )
-            return self._executor
-
-    def close(self) -> None:
-        """Stop the worker threads (after running what was submitted)."""
-        with self._executor_lock:
-            self._closed = True
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
-
     def _check(self, messages: MessagesInput, kwargs: dict[str, Any]) -> None:
         """Validate a ``complete`` call's arguments without making it."""
         self._request(messages, kwargs.get("model"), kwargs.get("max_tokens", 1024), kwargs.get("temperature"),
@@ -219,6 +275,10 @@ class LLMClient:
 
 
 _CALL_ARGS = frozenset({"model", "max_tokens", "temperature", "system", "stop", "timeout"})
+
+
+def _has_native_counting(provider: Provider) -> bool:
+    return type(provider).count_tokens is not Provider.count_tokens
 
 
 def _stop_list(stop: Any) -> Optional[list[str]]:

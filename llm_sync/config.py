@@ -113,6 +113,7 @@ class ProviderConfig(_Strict):
     rate_limits: list[RateLimitConfig] = Field(default_factory=list)
     headers: dict[str, str] = Field(default_factory=dict)
     pool: Optional[PoolConfig] = None
+    token_counting: Literal["estimate", "native"] = "estimate"
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -279,7 +280,12 @@ def load_config(
         except OSError as exc:
             raise LLMConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise LLMConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            # Only the problem and its position: the YAML error's own text
+            # quotes the offending line, which may hold a key.
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "syntax error"
+            raise LLMConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
         if not isinstance(data, Mapping):
             raise LLMConfigError(f"config file {path} must hold a mapping at the top level")
         source = data

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import requests
 from pydantic import SecretStr
@@ -23,8 +23,12 @@ from .errors import LLMError
 from .middleware.base import MiddlewareChain, Result
 from .models import LLMResponse
 from .providers.base import LLMRequest, Provider
+from .ratelimit.limiter import Reservation
 from .streaming import Stream
 from .transport import KeyAuth
+
+if TYPE_CHECKING:
+    from .pool import Lease
 
 __all__ = ["KeyClient"]
 
@@ -58,6 +62,12 @@ class KeyClient:
     def in_use(self) -> int:
         return self._in_use
 
+    def after_fork(self) -> None:
+        """In a forked child: fresh locks, nothing in flight."""
+        self._lock = threading.Lock()
+        self._in_use = 0
+        self.middleware_chain.after_fork()
+
     def bind(self) -> None:
         with self._lock:
             self._in_use += 1
@@ -84,18 +94,23 @@ class KeyClient:
             }
 
     # --- calls ------------------------------------------------------------
-    def _context(self, request: LLMRequest) -> dict[str, Any]:
+    def _context(self, request: LLMRequest, reservation: Optional[Reservation],
+                 deadline: Optional[float]) -> dict[str, Any]:
+        """Per-call state shared by the middleware of one call."""
         return {
             "provider": self.provider.name.value,
             "client_id": self.client_id,
             "model": request.model,
             "stream": request.stream,
             "started": time.monotonic(),
+            "reservation": reservation,
+            "deadline": deadline,
         }
 
-    def complete(self, session: requests.Session, request: LLMRequest, timeout: Timeout) -> LLMResponse:
+    def complete(self, session: requests.Session, request: LLMRequest, timeout: Timeout,
+                 reservation: Optional[Reservation] = None, deadline: Optional[float] = None) -> LLMResponse:
         """One non-streamed call through this key's middleware chain."""
-        context = self._context(request)
+        context = self._context(request, reservation, deadline)
 
         def send(req: LLMRequest) -> Result:
             return self.provider.complete(session, self._auth, req, timeout)
@@ -110,16 +125,18 @@ class KeyClient:
         return result
 
     def open_stream(self, session: requests.Session, request: LLMRequest, timeout: Timeout,
-                    on_close: Callable[[], None]) -> Stream:
-        """Open a streamed call; the Stream calls ``on_close`` when done."""
-        context = self._context(request)
+                    lease: "Lease", deadline: Optional[float] = None) -> Stream:
+        """Open a streamed call; the Stream releases ``lease`` when it ends."""
+        context = self._context(request, lease.reservation, deadline)
 
         def send(req: LLMRequest) -> Result:
             started = time.monotonic()
             http = self.provider.open_stream(session, self._auth, req, timeout)
-            stream = Stream(http, self.provider, self.client_id, started, on_close)
+            stream = Stream(http, self.provider, self.client_id, started, lease, deadline)
+            lease.track(stream)
             stream.context = context
-            stream.add_finisher(lambda response, error: self._count(failed=error is not None))
+            stream.add_finisher(lambda response, error: self._count(
+                failed=error is not None and not getattr(error, "cancelled", False)))
             return stream
 
         try:

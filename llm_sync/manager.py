@@ -8,21 +8,27 @@ guarded by ``_singleton_lock`` and is replaced in a child after ``fork()``.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
-from .client import LLMClient
+from .client import LLMClient, WorkerThreads
 from .config import DEFAULT_BASE_URLS, DEFAULT_LEASES_PER_KEY, DEFAULT_MODELS, LLMConfig, load_config
 from .errors import LLMConfigError, LLMError, LLMValidationError
 from .keys import KeyClient
 from .middleware.base import Middleware
+from .middleware.ratelimit import RateLimitMiddleware
 from .models import LLMProvider
 from .pool import KeyPool
 from .providers import create_provider
+from .ratelimit.limiter import ProviderLimiter
+from .transport import build_session, is_loopback
 
-__all__ = ["LLMManager", "get_llm_manager", "reset_llm_manager"]
+__all__ = ["LLMManager", "Clocks", "get_llm_manager", "reset_llm_manager"]
 
 ConfigSource = Union[LLMConfig, Mapping[str, Any], str, Path, None]
 
@@ -30,7 +36,7 @@ ConfigSource = Union[LLMConfig, Mapping[str, Any], str, Path, None]
 class _ProviderRuntime:
     """What the manager keeps per provider."""
 
-    def __init__(self, provider: LLMProvider, config: LLMConfig) -> None:
+    def __init__(self, provider: LLMProvider, config: LLMConfig, clocks: "Clocks") -> None:
         settings = config.providers[provider]
         pool_config = config.pool_for(provider)
         self.settings = settings
@@ -39,29 +45,52 @@ class _ProviderRuntime:
             KeyClient(self.provider, key, index, settings.limits_for_key(index))
             for index, key in enumerate(settings.api_keys)
         ]
+        self.limiter = ProviderLimiter(
+            [(key.client_id, key.limits) for key in keys],
+            refunds_output=self.provider.refunds_output,
+            clock=clocks.clock, wall_clock=clocks.wall_clock, wait=clocks.wait,
+        )
+        for key in keys:
+            key.middleware_chain.add(RateLimitMiddleware(self.limiter, self.limiter.keys[key.index]))
         self.pool = KeyPool(
             provider.value,
             keys,
             max_size=pool_config.max_size or DEFAULT_LEASES_PER_KEY * len(keys),
             acquire_timeout=pool_config.acquire_timeout,
             idle_timeout=pool_config.idle_timeout,
+            limiter=self.limiter,
+            clock=clocks.clock,
+            session_factory=functools.partial(build_session, trust_env=not is_loopback(self.provider.base_url)),
         )
         self.default_model = settings.models[0] if settings.models else DEFAULT_MODELS[provider]
+        self.workers = WorkerThreads(self.pool.max_size, provider.value)
         self.clients: dict[str, LLMClient] = {}
+
+
+@dataclass(frozen=True)
+class Clocks:
+    """Time as the limiter sees it; tests inject fakes."""
+
+    clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time
+    # How a caller waiting for rate-limit capacity blocks (Condition.wait).
+    wait: Optional[Callable[[threading.Condition, Optional[float]], Any]] = None
 
 
 class LLMManager:
     """Owns a pool of key-bound sessions for every configured provider.
 
     ``close()`` is idempotent; it releases every connection and worker
-    thread. Usable as a context manager.
+    thread. Usable as a context manager. ``clocks`` replaces the monotonic
+    clock, wall clock and blocking wait used for rate limiting (tests).
     """
 
-    def __init__(self, config: ConfigSource = None) -> None:
+    def __init__(self, config: ConfigSource = None, *, clocks: Optional[Clocks] = None) -> None:
         self.config = load_config(config)
         self._lock = threading.Lock()
         self._closed = False
-        self._runtimes = {name: _ProviderRuntime(name, self.config) for name in self.config.providers}
+        clocks = clocks or Clocks()
+        self._runtimes = {name: _ProviderRuntime(name, self.config, clocks) for name in self.config.providers}
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "LLMManager":
@@ -107,9 +136,11 @@ class LLMManager:
             raise LLMValidationError(f"model must be a non-empty string, got {model!r}")
         model = model or runtime.default_model
         with self._lock:
+            if self._closed:
+                raise LLMError("the LLM manager is closed")
             client = runtime.clients.get(model)
             if client is None:
-                client = LLMClient(runtime.pool, runtime.provider, model, runtime.settings.timeout)
+                client = LLMClient(runtime.pool, runtime.provider, model, runtime.settings, runtime.workers)
                 runtime.clients[model] = client
         return client
 
@@ -138,13 +169,12 @@ class LLMManager:
             self._closed = True
             runtimes = list(self._runtimes.values())
         for runtime in runtimes:
-            for client in runtime.clients.values():
-                client.close()
+            runtime.workers.close()  # runs what was submitted, then stops
             runtime.pool.close()
 
 
 _singleton: Optional[LLMManager] = None
-_singleton_pid = os.getpid()
+_singleton_source: Any = None  # what the singleton was built from, to skip re-validation
 _singleton_lock = threading.Lock()
 
 
@@ -156,20 +186,36 @@ def get_llm_manager(config: ConfigSource = None) -> LLMManager:
     from the live manager's raises LLMConfigError rather than swapping the
     manager under other threads' feet; close it first.
     """
-    global _singleton, _singleton_pid
+    global _singleton, _singleton_source
     with _singleton_lock:
-        if _singleton_pid != os.getpid():  # forked without the at-fork hook
-            _singleton, _singleton_pid = None, os.getpid()
         current = _singleton
         if current is not None and not current.closed:
-            if config is not None and load_config(config) != current.config:
+            if config is not None and not _same_source(config, current):
                 raise LLMConfigError(
                     "get_llm_manager() already holds a manager with a different config; "
                     "close it (or call reset_llm_manager()) before configuring another"
                 )
             return current
         _singleton = LLMManager(config)
+        _singleton_source = _source_key(config)
         return _singleton
+
+
+def _source_key(config: ConfigSource) -> Any:
+    """A cheap identity for a config source (paths by name, dicts by value)."""
+    if isinstance(config, (str, Path)):
+        return ("path", str(Path(config).resolve()))
+    if isinstance(config, Mapping):
+        return ("dict", repr(config))
+    return ("object", id(config))
+
+
+def _same_source(config: ConfigSource, current: LLMManager) -> bool:
+    """Per-request ``get_llm_manager(path)`` calls (a Django view) must be
+    cheap: the same source is recognised without re-reading it."""
+    if config is current.config or _source_key(config) == _singleton_source:
+        return True
+    return load_config(config) == current.config
 
 
 def reset_llm_manager() -> None:
@@ -184,11 +230,11 @@ def reset_llm_manager() -> None:
 def _after_fork_in_child() -> None:
     """A child must not share the parent's sockets or a lock another
     thread held at fork time: start with a fresh lock and no manager."""
-    global _singleton, _singleton_lock, _singleton_pid
+    global _singleton, _singleton_lock, _singleton_source
     _singleton_lock = threading.Lock()
     _singleton = None
-    _singleton_pid = os.getpid()
+    _singleton_source = None
 
 
-if hasattr(os, "register_at_fork"):
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork()
     os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -15,7 +15,6 @@ __all__ = [
     "Usage",
     "LLMResponse",
     "LLMProvider",
-    "StopReason",
     "normalize_messages",
 ]
 
@@ -48,13 +47,6 @@ class LLMProvider(str, Enum):
             raise LLMValidationError(f"unknown provider {value!r}; expected one of: {known}") from None
 
 
-class StopReason(str, Enum):
-    END_TURN = "end_turn"
-    MAX_TOKENS = "max_tokens"
-    STOP_SEQUENCE = "stop_sequence"
-    TOOL_USE = "tool_use"
-
-
 class Message(BaseModel):
     """One conversation turn. ``Message(MessageRole.USER, "hi")`` and
     ``Message(role="user", content="hi")`` both work; bad input raises
@@ -66,10 +58,11 @@ class Message(BaseModel):
     content: str
 
     def __init__(self, role: Any = None, content: Any = None, /, **data: Any) -> None:
-        if role is not None:
-            data.setdefault("role", role)
-        if content is not None:
-            data.setdefault("content", content)
+        for name, value in (("role", role), ("content", content)):
+            if value is not None:
+                if name in data:
+                    raise LLMValidationError(f"Message got {name} both positionally and by keyword")
+                data[name] = value
         try:
             super().__init__(**data)
         except ValidationError as exc:
@@ -145,8 +138,6 @@ class Usage(BaseModel):
 class LLMResponse(BaseModel):
     """A finished completion. ``client_id`` names the pooled key that served
     it (an id, never the key); ``metadata`` is for middleware to annotate."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     content: str
     model: str = ""

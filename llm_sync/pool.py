@@ -1,31 +1,44 @@
 """KeyPool: up to ``max_size`` leases of key-bound Sessions for a provider.
 
-A lease pairs a ``requests.Session`` (taken from a ``queue.Queue``, so one
-thread uses it at a time and its kept-alive connections are reused) with
-the key that has the most headroom at that moment. Sessions carry no key,
-so any session can serve any key; several leases may share a key.
+A lease pairs a ``requests.Session`` (taken from a LIFO queue, so one thread
+uses it at a time and the most recently used, warmest connections are
+reused first) with the key the rate limiter chose for the call. Sessions
+carry no key, so any session can serve any key; several leases may share
+a key.
 
 Threading contract: every method may be called from any thread. The pool
-owns its bookkeeping (waiting count, closed flag, key choice) under
-``_lock``; the queue guards the free sessions. Neither is held across
-network I/O: the I/O happens after ``acquire`` returns.
+owns its bookkeeping (waiting count, closed flag, free Sessions, live
+streams) under ``_lock``; the queue guards its own items. Neither is held
+across network I/O: the I/O happens after ``acquire`` returns. After
+``fork()`` a pool rebuilds its locks and Sessions on first use in the child
+rather than share the parent's sockets.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
+import os
 import queue
 import threading
 import time
-from typing import Any, Callable, Optional
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import requests
 
-from .errors import LLMError, LLMPoolExhaustedError
+from .errors import LLMError, LLMPoolExhaustedError, LLMTimeoutError
 from .keys import KeyClient
+from .ratelimit.limiter import Cost, ProviderLimiter, Reservation
 from .transport import build_session
 
+if TYPE_CHECKING:
+    from .streaming import Stream
+
 __all__ = ["KeyPool", "Lease"]
+
+# A waiter re-checks for streams closed by the garbage collector this often.
+_GRAVEYARD_POLL = 0.25
 
 
 class _Slot:
@@ -42,12 +55,14 @@ class Lease:
     """A Session bound to one key for one call. ``release()`` is idempotent
     and thread-safe; a context manager releases on exit."""
 
-    __slots__ = ("_pool", "_slot", "key", "_released", "_lock")
+    __slots__ = ("_pool", "_slot", "key", "reservation", "_released", "_lock")
 
-    def __init__(self, pool: "KeyPool", slot: _Slot, key: KeyClient) -> None:
+    def __init__(self, pool: "KeyPool", slot: _Slot, key: KeyClient,
+                 reservation: Optional[Reservation] = None) -> None:
         self._pool = pool
         self._slot = slot
         self.key = key
+        self.reservation = reservation
         self._released = False
         self._lock = threading.Lock()
 
@@ -60,7 +75,16 @@ class Lease:
             if self._released:
                 return
             self._released = True
+        if self.reservation is not None and self.reservation.sent_at is None:
+            self._pool.limiter.refund(self.reservation)  # leased but never sent
         self._pool._release(self._slot, self.key)
+
+    def defer_close(self, stream: "Stream") -> None:
+        """Called by a stream's finaliser when closing inline is unsafe."""
+        self._pool._graveyard.append(stream)
+
+    def track(self, stream: "Stream") -> None:
+        self._pool._streams.add(stream)
 
     def __enter__(self) -> "Lease":
         return self
@@ -80,6 +104,7 @@ class KeyPool:
         max_size: int,
         acquire_timeout: float,
         idle_timeout: float,
+        limiter: Optional[ProviderLimiter] = None,
         clock: Callable[[], float] = time.monotonic,
         session_factory: Callable[[], requests.Session] = build_session,
     ) -> None:
@@ -90,17 +115,34 @@ class KeyPool:
         self.max_size = max_size
         self.acquire_timeout = acquire_timeout
         self.idle_timeout = idle_timeout
+        self.limiter = limiter or ProviderLimiter([(k.client_id, None) for k in keys], refunds_output=True,
+                                                  clock=clock)
         self._clock = clock
+        self._session_factory = session_factory
+        self._closed = False
+        self._setup()
+
+    def _setup(self) -> None:
+        """Locks, queue and Sessions: at start, and again in a forked child."""
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._waiting = 0
-        self._closed = False
         self._sequence = itertools.count()
-        self._last_chosen = {key.client_id: -1 for key in keys}
-        self._free: "queue.Queue[Optional[_Slot]]" = queue.Queue()
-        now = clock()
-        self._all_slots = [_Slot(session_factory(), now) for _ in range(max_size)]
-        for slot in self._all_slots:
-            self._free.put(slot)
+        self._last_chosen = {key.client_id: -1 for key in self.clients}
+        self._free: "queue.LifoQueue[Optional[_Slot]]" = queue.LifoQueue()
+        self._graveyard: "collections.deque[Stream]" = collections.deque()
+        self._streams: "weakref.WeakSet[Stream]" = weakref.WeakSet()
+        now = self._clock()
+        for _ in range(self.max_size):
+            self._free.put(_Slot(self._session_factory(), now))
+
+    def _check_fork(self) -> None:
+        if self._pid != os.getpid():
+            # The parent's sockets and any lock held at fork time stay behind.
+            self._setup()
+            for key in self.clients:
+                key.after_fork()
+            self.limiter.after_fork()
 
     @property
     def _clients(self) -> list[KeyClient]:
@@ -108,33 +150,64 @@ class KeyPool:
         return self.clients
 
     # --- leasing --------------------------------------------------------
-    def acquire(self, timeout: Optional[float] = None) -> Lease:
-        """Wait up to ``timeout`` (default ``acquire_timeout``) for a free
-        Session, bind it to the key with most headroom, and return the lease."""
-        wait = self.acquire_timeout if timeout is None else max(0.0, min(timeout, self.acquire_timeout))
+    def acquire(self, timeout: Optional[float] = None, cost: Optional[Cost] = None) -> Lease:
+        """Lease a Session bound to the key with most headroom.
+
+        With a ``cost``, the rate limiter picks the key that admits the call
+        soonest and reserves its capacity; the caller waits in line (up to
+        ``timeout``, default ``acquire_timeout``) for that, then for a free
+        Session. Without one, the key with the fewest calls in flight.
+        A ``timeout`` shorter than ``acquire_timeout`` is the call's own
+        deadline: running out of it raises LLMTimeoutError.
+        """
+        self._check_fork()
+        self._bury()
+        by_caller = timeout is not None and timeout < self.acquire_timeout
+        wait = self.acquire_timeout if not by_caller else max(0.0, timeout or 0.0)
+        started = self._clock()
+        if self._closed:
+            raise LLMError(f"the {self.name} pool is closed")
+        reservation = self.limiter.reserve(cost, started + wait) if cost is not None else None
+        try:
+            slot = self._take_slot(max(0.0, wait - (self._clock() - started)), wait, by_caller)
+        except BaseException:
+            if reservation is not None:
+                self.limiter.refund(reservation)
+            raise
+        if self.idle_timeout and self._clock() - slot.last_used > self.idle_timeout:
+            slot.session.close()  # drop connections the server has likely timed out
+        if reservation is None:
+            return Lease(self, slot, self._choose_key())
+        key = self.clients[reservation.key.index]
+        key.bind()
+        return Lease(self, slot, key, reservation)
+
+    def _take_slot(self, remaining: float, wait: float, by_caller: bool) -> _Slot:
         with self._lock:
-            if self._closed:
-                raise LLMError(f"the {self.name} pool is closed")
             self._waiting += 1
         try:
-            slot = self._free.get(timeout=wait)
-        except queue.Empty:
-            raise LLMPoolExhaustedError(
-                f"no {self.name} client became free within {wait:.1f}s "
-                f"({self.max_size} calls in flight, {self._waiting} waiting)"
-            ) from None
+            deadline = time.monotonic() + remaining
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    slot = self._free.get(timeout=max(0.0, min(left, _GRAVEYARD_POLL)))
+                    break
+                except queue.Empty:
+                    if self._bury():
+                        continue
+                    if left <= _GRAVEYARD_POLL:
+                        error = LLMTimeoutError if by_caller else LLMPoolExhaustedError
+                        raise error(
+                            f"no {self.name} client became free within {wait:.1f}s "
+                            f"({self.max_size} calls in flight)"
+                        ) from None
         finally:
             with self._lock:
                 self._waiting -= 1
         if slot is None:  # close() woke us: pass the news on to the next waiter
             self._free.put(None)
             raise LLMError(f"the {self.name} pool is closed")
-        if self.idle_timeout and self._clock() - slot.last_used > self.idle_timeout:
-            slot.session.close()  # drop connections the server has likely timed out
-        return Lease(self, slot, self._choose_key())
-
-    def lease(self, timeout: Optional[float] = None) -> Lease:
-        return self.acquire(timeout)
+        return slot
 
     def _choose_key(self) -> KeyClient:
         """The key with the fewest leases; ties go to the least recently
@@ -148,42 +221,62 @@ class KeyPool:
     def _release(self, slot: _Slot, key: KeyClient) -> None:
         key.unbind()
         slot.last_used = self._clock()
-        with self._lock:
-            closed = self._closed
-        if closed:
-            slot.session.close()
-        else:
-            self._free.put(slot)
+        with self._lock:  # under the lock, so close() cannot miss this slot
+            if not self._closed:
+                self._free.put(slot)
+                return
+        slot.session.close()
+
+    def _bury(self) -> bool:
+        """Close streams the garbage collector handed over; True if any."""
+        buried = False
+        while self._graveyard:
+            try:
+                stream = self._graveyard.popleft()
+            except IndexError:
+                break
+            stream.close()
+            buried = True
+        return buried
 
     # --- status and lifecycle ------------------------------------------
     @property
     def available(self) -> int:
-        return self._free.qsize()
+        return 0 if self._closed else self._free.qsize()
 
     @property
     def waiting(self) -> int:
-        return self._waiting
+        """Callers waiting for a Session or for rate-limit capacity."""
+        return self._waiting + self.limiter.waiting
 
     def status(self) -> dict[str, Any]:
-        available = self._free.qsize()
+        self._bury()
+        available = self.available
         return {
             "provider": self.name,
             "total_clients": self.max_size,
             "available_clients": available,
             "in_flight": self.max_size - available,
-            "queue_size": self._waiting,
+            "queue_size": self.waiting,
             "keys": len(self.clients),
             "closed": self._closed,
-            "client_statuses": [key.status() for key in self.clients],
+            "client_statuses": [
+                {**key.status(), "rate_limit_status": self.limiter.status(self.limiter.keys[key.index])}
+                for key in self.clients
+            ],
         }
 
     def close(self) -> None:
-        """Close idle Sessions now and leased ones as they come back;
-        wake every waiter with a clear error. Idempotent."""
+        """Close open streams, idle Sessions now and leased ones as they come
+        back; wake every waiter with a clear error. Idempotent."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            streams = list(self._streams)
+        for stream in streams:
+            stream.close()
+        self._bury()
         while True:
             try:
                 slot = self._free.get_nowait()
@@ -199,4 +292,4 @@ class KeyPool:
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
-        return f"<KeyPool {self.name} {self.available}/{self.max_size} idle, {self._waiting} waiting{state}>"
+        return f"<KeyPool {self.name} {self.available}/{self.max_size} idle, {self.waiting} waiting{state}>"

@@ -1,35 +1,74 @@
 """The Stream object: text chunks out of an open SSE response.
 
 Threading contract: a Stream is consumed by one thread at a time. Its
-``close()`` may be called from any thread (or by the garbage collector) and
-is idempotent; it closes the HTTP response and returns the pool lease at
-once, also after an early ``break`` or an exception.
+``close()`` may be called from any thread and is idempotent: it wakes a
+reader blocked on the socket, closes the HTTP response and returns the pool
+lease at once. A stream ends exactly once — read to the end, failed, or
+closed early — and its finishers (middleware, counters, the rate limiter)
+run exactly once, at that moment.
+
+Garbage collection also closes an abandoned stream. When the collector
+runs inside llm_sync's own locked sections (a reference cycle collected
+mid-call), closing there could deadlock on a non-reentrant lock, so such a
+stream is handed to its lease to be closed by the pool's next operation.
 """
 
 from __future__ import annotations
 
+import gc
 import threading
-from typing import Any, Callable, Iterator, Optional
+import time
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 import requests
 
-from .errors import LLMConnectionError, LLMError, LLMStreamError, redact
+from .errors import LLMConnectionError, LLMError, LLMProviderError, LLMStreamError, LLMTimeoutError, redact
 from .models import LLMResponse
 from .providers.base import Provider, StreamDecoder, iter_body
 from .sse import SSEParser
-from .transport import BODY_READ_ERRORS, read_error
+from .transport import BODY_READ_ERRORS, interrupt, read_error
 
 __all__ = ["Stream", "StreamFinisher"]
 
 # Called once when the stream ends: (response, None) on success, or
-# (None, error) on failure. Middleware registers these; the innermost
-# registers first and runs first, mirroring process_response's order.
+# (None, error) on failure or early close (``error.cancelled`` is True then).
+# Middleware registers these; the innermost registers first and runs first,
+# mirroring process_response's order.
 StreamFinisher = Callable[[Optional[LLMResponse], Optional[LLMError]], Optional[LLMResponse]]
+
+# Bugs in a server's JSON shape surface as these while decoding a chunk.
+_SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+
+
+class StreamOwner(Protocol):
+    """What a Stream needs from its pool lease."""
+
+    def release(self) -> None: ...
+
+    def defer_close(self, stream: "Stream") -> None: ...
+
+
+class _CollectorState(threading.local):
+    active = False
+
+
+_collector = _CollectorState()
+
+
+def _track_collector(phase: str, info: dict[str, Any]) -> None:
+    _collector.active = phase == "start"
+
+
+gc.callbacks.append(_track_collector)
 
 
 class Stream:
     """Iterates text chunks; once exhausted, ``.response`` is the full
-    :class:`LLMResponse`. Also a context manager. Cannot be iterated twice."""
+    :class:`LLMResponse`. Also a context manager.
+
+    ``next()`` then a ``for`` loop over the rest works; a second pass after
+    the stream has ended raises instead of silently yielding nothing.
+    """
 
     def __init__(
         self,
@@ -37,30 +76,33 @@ class Stream:
         provider: Provider,
         client_id: Optional[str],
         started: float,
-        on_close: Optional[Callable[[], None]] = None,
+        owner: Optional[StreamOwner] = None,
+        deadline: Optional[float] = None,
     ) -> None:
         self._http = http
         self._provider = provider
         self._decoder: StreamDecoder = provider.stream_decoder()
         self._client_id = client_id
         self._started = started
-        self._on_close = on_close
+        self._owner = owner
+        self._deadline = deadline
         self._finishers: list[StreamFinisher] = []
         self._parser = SSEParser()
         self._pending: list[str] = []
         self._body: Optional[Iterator[bytes]] = None
         self._parts: list[str] = []
         self._response: Optional[LLMResponse] = None
-        self._closed = False
         self._error: Optional[LLMError] = None
         self._iterating = False
-        self._close_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _ended and _closed
+        self._ended = False  # succeeded, failed or closed early: finishers ran
+        self._closed = False
         self.context: dict[str, Any] = {}
 
     # --- public -------------------------------------------------------
     @property
     def text(self) -> str:
-        """The text received so far."""
+        """The text yielded so far."""
         return "".join(self._parts)
 
     @property
@@ -77,9 +119,7 @@ class Stream:
         self._finishers.append(finisher)
 
     def __iter__(self) -> "Stream":
-        # Only a second pass after reading began is refused: iter() may run
-        # more than once on the iterator itself (str.join, iter(iter(s))).
-        if self._iterating:
+        if self._iterating and self._ended and not self._pending and self._error is None:
             raise LLMError("a stream can be iterated only once")
         return self
 
@@ -89,7 +129,7 @@ class Stream:
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
-            if self._closed:
+            if self._ended:
                 raise StopIteration
             self._pump()
         chunk = self._pending.pop(0)
@@ -98,23 +138,31 @@ class Stream:
 
     def read(self) -> str:
         """Consume the rest of the stream; return the whole text."""
-        while True:
-            try:
-                next(self)
-            except StopIteration:
-                return self.text
+        for _ in self:
+            pass
+        return self.text
 
     def close(self) -> None:
-        """Stop reading, close the connection, return the lease. Idempotent."""
-        with self._close_lock:
+        """Stop reading, close the connection, return the lease. Idempotent;
+        safe from any thread, also while another thread is reading."""
+        with self._lock:
             if self._closed:
                 return
             self._closed = True
+            cancelled = not self._ended
+            self._ended = True
         try:
+            if cancelled:
+                interrupt(self._http)  # wake a reader blocked in recv()
             self._http.close()
         finally:
-            if self._on_close is not None:
-                self._on_close()
+            try:
+                if cancelled:
+                    self._run_finishers(None, LLMStreamError(
+                        "the stream was closed before its end", partial_text=self.text, cancelled=True))
+            finally:
+                if self._owner is not None:
+                    self._owner.release()
 
     def __enter__(self) -> "Stream":
         return self
@@ -123,13 +171,15 @@ class Stream:
         self.close()
 
     def __del__(self) -> None:
-        # A safety net only: for-loops that break, and context managers,
-        # close explicitly. Never raise from a finaliser.
-        if not getattr(self, "_closed", True):
-            try:
-                self.close()
-            except Exception:  # pragma: no cover
-                pass
+        if getattr(self, "_closed", True):
+            return
+        if _collector.active and self._owner is not None:
+            self._owner.defer_close(self)  # see the module docstring
+            return
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - a finaliser must not raise
+            pass
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -138,6 +188,9 @@ class Stream:
     # --- internals ----------------------------------------------------
     def _pump(self) -> None:
         """Read one network chunk; queue its text; finish at the end."""
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            self._fail(LLMTimeoutError("the call's timeout passed while the stream was being read"))
+            return
         if self._body is None:
             self._body = iter_body(self._http)
         try:
@@ -154,26 +207,42 @@ class Stream:
         except LLMError as error:
             self._fail(error)
             return
+        except _SHAPE_ERRORS as exc:
+            self._fail(LLMProviderError(
+                f"the stream sent a chunk of an unexpected shape ({type(exc).__name__})",
+                status_code=502, error_type="invalid_response", provider=self._provider.name.value))
+            return
         if chunk is None:
             if self._decoder.done:
                 self._succeed()
             else:
                 self._fail(LLMConnectionError("the stream ended before its end marker: the answer is incomplete"))
 
+    def _end(self) -> bool:
+        """Claim the single end of this stream; False if already ended."""
+        with self._lock:
+            if self._ended:
+                return False
+            self._ended = True
+            return True
+
     def _succeed(self) -> None:
+        if not self._end():
+            return
         response: Optional[LLMResponse] = self._provider.stream_response(
             self._decoder, self.text + "".join(self._pending), self._http, self._started, self._client_id
         )
         try:
-            for finisher in self._finishers:
-                response = finisher(response, None) or response
+            response = self._run_finishers(response, None)
         finally:
+            self._response = response
             self.close()
-        self._response = response
 
     def _fail(self, error: LLMError) -> None:
         """Record the failure: the caller still gets the text already
         received, then the error (carrying all of it as ``partial_text``)."""
+        if not self._end():
+            return  # closed from another thread meanwhile: that was the end
         secrets = self._provider.sent_secrets(self._http)
         if secrets and any(secret in error.message for secret in secrets):
             error = type(error)(redact(error.message, secrets), **error._attrs)
@@ -186,7 +255,13 @@ class Stream:
                 error._attrs["partial_text"] = received
         self._error = error
         try:
-            for finisher in self._finishers:
-                finisher(None, error)
+            self._run_finishers(None, error)
         finally:
             self.close()
+
+    def _run_finishers(self, response: Optional[LLMResponse], error: Optional[LLMError]) -> Optional[LLMResponse]:
+        for finisher in self._finishers:
+            result = finisher(response, error)
+            if response is not None and result is not None:
+                response = result
+        return response

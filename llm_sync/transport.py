@@ -9,8 +9,10 @@ followed, so a key can never be carried to another host.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -18,7 +20,7 @@ from requests.adapters import HTTPAdapter
 
 from .errors import LLMConnectionError, LLMTimeoutError
 
-__all__ = ["KeyAuth", "HTTPRequest", "build_session", "send", "USER_AGENT"]
+__all__ = ["KeyAuth", "HTTPRequest", "build_session", "send", "interrupt", "is_loopback", "USER_AGENT"]
 
 try:
     from importlib.metadata import version as _version
@@ -63,12 +65,17 @@ class HTTPRequest:
     stream: bool = False
 
 
-def build_session(connections_per_host: int = 2) -> requests.Session:
+def build_session(connections_per_host: int = 2, trust_env: bool = True) -> requests.Session:
     """A Session for one lease: no redirects, no adapter-level retries (the
     retry middleware decides), and a connection pool large enough that
     urllib3 never warns "connection pool is full" (one thread uses a lease
-    at a time, so it needs one connection per host, two for headroom)."""
+    at a time, so it needs one connection per host, two for headroom).
+
+    ``trust_env=False`` ignores ``HTTP(S)_PROXY`` and friends: used for
+    loopback servers, so a local simulator or vLLM is never sent via a proxy.
+    """
     session = requests.Session()
+    session.trust_env = trust_env
     session.headers["User-Agent"] = USER_AGENT
     adapter = HTTPAdapter(
         pool_connections=4,
@@ -114,6 +121,28 @@ def send(
         raise translate_connection_error(exc, request.url) from exc
     except requests.exceptions.RequestException as exc:
         raise LLMConnectionError(f"request to {_host(request.url)} failed: {type(exc).__name__}") from exc
+
+
+def is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def interrupt(http: requests.Response) -> None:
+    """Shut the socket of a response another thread may be blocked reading,
+    so that reader wakes now instead of at its read timeout."""
+    raw = http.raw
+    try:
+        raw.shutdown()  # urllib3 >= 2.3
+        return
+    except Exception:
+        pass
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def translate_connection_error(exc: BaseException, url: str) -> LLMConnectionError:

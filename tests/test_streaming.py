@@ -248,12 +248,15 @@ def test_stream_cannot_be_iterated_twice(mock, manager):
     assert stream.response.content == EXPECTED["anthropic_basic.sse"]["text"]
 
 
-def test_stream_cannot_be_restarted_after_partial_read(mock, manager):
+def test_stream_continues_after_partial_read_but_not_after_its_end(mock, manager):
+    """``first = next(s); for c in s`` (peek, then the rest) works; a pass
+    after the end raises rather than silently yielding nothing."""
     serve(mock, "openai_basic.sse")
     with manager.get_client("openai").stream("Hi") as stream:
-        for _ in stream:
-            break
-        with pytest.raises(LLMError):
+        first = next(stream)
+        rest = [chunk for chunk in stream]
+        assert first + "".join(rest) == EXPECTED["openai_basic.sse"]["text"]
+        with pytest.raises(LLMError, match="only once"):
             for _ in stream:
                 pass
 

@@ -101,6 +101,9 @@ class MiddlewareChain:
             self._items = kept
         return removed
 
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+
     def get_middleware(self, cls: type) -> Optional[Any]:
         """The first middleware that is an instance of ``cls``, or None."""
         return next((m for m in self._items if isinstance(m, cls)), None)

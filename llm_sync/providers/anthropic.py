@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import requests
 
+from ..errors import LLMProviderError
 from ..models import LLMProvider, LLMResponse, MessageRole, Usage
 from ..sse import SSEEvent
 from ..transport import HTTPRequest, KeyAuth, send
@@ -32,6 +33,8 @@ class AnthropicProvider(Provider):
     name = LLMProvider.ANTHROPIC
     request_id_header = "request-id"
     completion_path = "/v1/messages"
+    # Whether the server refunds unused max_tokens when the reply ends.
+    refunds_output = True
     temperature_range = (0.0, 1.0)
 
     def __init__(self, base_url: str, headers: Optional[dict[str, str]] = None) -> None:
@@ -108,8 +111,6 @@ class AnthropicProvider(Provider):
             http.close()
         tokens = data.get("input_tokens")
         if not isinstance(tokens, int):
-            from ..errors import LLMProviderError
-
             raise LLMProviderError("count_tokens answer has no input_tokens", status_code=502,
                                    error_type="invalid_response", provider=self.name.value)
         return tokens

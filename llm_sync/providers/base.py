@@ -26,7 +26,7 @@ from ..errors import (
 )
 from ..models import LLMProvider, LLMResponse, Message, MessageRole, Usage
 from ..sse import SSEEvent
-from ..transport import HTTPRequest, KeyAuth, send
+from ..transport import BODY_READ_ERRORS, HTTPRequest, KeyAuth, read_error, send
 
 __all__ = ["LLMRequest", "Provider", "StreamDecoder", "join_url", "parse_retry_after"]
 
@@ -117,6 +117,8 @@ class Provider(ABC):
     name: LLMProvider
     request_id_header: str
     completion_path: str
+    refunds_output: bool  # the server refunds unused max_tokens at the end
+    temperature_range: tuple[float, float]
 
     def __init__(self, base_url: str, headers: Optional[Mapping[str, str]] = None) -> None:
         self.base_url = base_url.rstrip("/")
@@ -167,7 +169,14 @@ class Provider(ABC):
             body = self.read_json(http)
         finally:
             http.close()
-        response = self.parse_body(body)
+        try:
+            response = self.parse_body(body)
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+            raise LLMProviderError(
+                f"the server answered 200 with JSON of an unexpected shape ({type(exc).__name__})",
+                status_code=502, error_type="invalid_response", request_id=self.request_id(http),
+                provider=self.name.value, headers=_plain_headers(http),
+            ) from None
         self.annotate(response, http, started, auth.client_id)
         return response
 
@@ -188,8 +197,6 @@ class Provider(ABC):
         A 200 whose body is truncated or not JSON is a transient server
         fault (retried like a 5xx), never an empty answer.
         """
-        from ..transport import BODY_READ_ERRORS, read_error
-
         try:
             content = http.content
         except BODY_READ_ERRORS as exc:
@@ -221,8 +228,8 @@ class Provider(ABC):
         except ValueError:
             body = None
         message, error_type, code = self.error_fields(body)
-        if message is None:
-            text = content[:200].decode("utf-8", "replace").strip() if content else ""
+        if message is None:  # scrub before cutting, so no key straddles the cut
+            text = redact(content.decode("utf-8", "replace"), self.sent_secrets(http))[:200].strip() if content else ""
             message = text or http.reason or "error"
         if 300 <= status < 400:
             message = f"redirect to another location refused (keys are never sent on): {message}"
@@ -253,10 +260,10 @@ class Provider(ABC):
                 secrets.append(value.strip())
         return tuple(secrets)
 
-    def error_from_event(self, body: Any, status: int = 500) -> LLMProviderError:
+    def error_from_event(self, body: Any) -> LLMProviderError:
         """An error that arrived inside a 200 stream."""
         message, error_type, code = self.error_fields(body)
-        status = _EVENT_STATUS.get(error_type or "", status)
+        status = _EVENT_STATUS.get(error_type or code or "", 500)
         cls: type[LLMProviderError] = error_class_for_status(status)
         if status == 429 and self.is_quota_error(body, error_type, code):
             cls = LLMQuotaExceededError
@@ -330,7 +337,7 @@ def iter_body(http: requests.Response) -> Iterator[bytes]:
         yield from http.iter_content(chunk_size=None)
         return
     while True:
-        data = raw.read1(65536)
+        data = raw.read1(65536, decode_content=True)
         if not data:
             return
         yield data

@@ -29,6 +29,8 @@ class OpenAIProvider(Provider):
     name = LLMProvider.OPENAI
     request_id_header = "x-request-id"
     completion_path = "/v1/chat/completions"
+    # Whether the server refunds unused max_tokens when the reply ends.
+    refunds_output = False
     temperature_range = (0.0, 2.0)
 
     def __init__(self, base_url: str, headers: Optional[dict[str, str]] = None) -> None:

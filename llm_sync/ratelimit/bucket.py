@@ -1,9 +1,8 @@
 """A continuously refilled token bucket: the arithmetic, nothing else.
 
-The level may go negative: a reservation that does not fit yet is taken
-anyway as *debt*, and its caller waits until refill pays the debt off.
-Every later reservation sees the deeper debt and waits longer, which makes
-waiting FIFO-fair across threads without a queue.
+The level may go negative when a call turns out to cost more than was
+reserved (its actual usage is charged after the fact); later calls then
+wait until refill pays that debt off.
 
 Not thread-safe by itself: each bucket is owned by one ``KeyLimiter`` and
 only touched under that limiter's lock. Time is passed in (``now``), so the
@@ -50,7 +49,7 @@ class TokenBucket:
         return (needed - self.level) / self.rate
 
     def take(self, amount: float, now: float) -> None:
-        """Charge ``amount``, into debt if need be."""
+        """Charge ``amount`` (into debt, for a correction)."""
         self.refill(now)
         self.level -= amount
 

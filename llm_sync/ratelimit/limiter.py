@@ -2,12 +2,12 @@
 
 Threading contract: a :class:`ProviderLimiter` owns every bucket of every
 key of its provider and guards all of them with one lock (``_cond``). The
-lock is held only for arithmetic; callers sleep *outside* it, for the delay
-their reservation was given (see ``bucket.py`` for why debt makes that wait
-FIFO-fair). The clock, wall clock and sleep are injectable.
+lock is held only for arithmetic; waiting callers block on the lock's
+condition (which releases it), first come first served. The clock, wall
+clock and the blocking wait are injectable.
 
-Life of a call: ``reserve`` (choose the key that admits it soonest, charge
-1 request + estimated input + ``max_tokens`` output) → sleep ``delay`` →
+Life of a call: ``reserve`` (wait in line; the key that admits it soonest
+is charged 1 request + estimated input + ``max_tokens`` output) →
 ``mark_sent`` → ``settle`` with the actual usage and the response headers
 (or ``refund`` when the request never reached the server or was refused).
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
 from ..config import RateLimitConfig
@@ -57,16 +57,12 @@ class Cost:
 
 @dataclass(eq=False)
 class Reservation:
-    """Charges made for one call on one key. ``delay``: seconds the caller
-    must wait before sending."""
+    """Charges made for one call on one key."""
 
     key: "KeyLimiter"
     amounts: dict[str, float]
     estimate: int
-    delay: float = 0.0
     sent_at: Optional[float] = None
-    committed_at_send: dict[str, float] = field(default_factory=dict)
-    unsent_at_send: dict[str, float] = field(default_factory=dict)
     done: bool = False
 
 
@@ -86,11 +82,12 @@ class KeyLimiter:
             if value:
                 self.configured[dimension] = float(value)
                 self.buckets[dimension] = TokenBucket(value, now, self.burst_seconds)
-        self.committed = dict.fromkeys(DIMENSIONS, 0.0)  # net charges ever made
         self.unsent = dict.fromkeys(DIMENSIONS, 0.0)  # reserved, not yet sent
         self.paused_until = 0.0
         self.in_flight = 0
-        self.answered = bool(self.configured)  # limits known (configured or seen)
+        # Until the key's first answer, only PROBE_IN_FLIGHT calls go out:
+        # even configured limits may be stricter at the server than stated.
+        self.answered = False
         self.calibration = 1.0
         self.last_chosen = -1
         self.reset_at_wall: Optional[float] = None
@@ -101,6 +98,10 @@ class KeyLimiter:
     @property
     def probing(self) -> bool:
         return not self.answered
+
+    @property
+    def unsent_calls(self) -> int:
+        return int(round(self.unsent["requests"]))
 
     def amounts(self, cost: Cost) -> dict[str, float]:
         estimate = max(1.0, math.ceil(cost.input_tokens * self.calibration))
@@ -136,7 +137,6 @@ class KeyLimiter:
 
     def charge(self, amounts: Mapping[str, float], now: float, *, sign: float = 1.0) -> None:
         for dimension, amount in amounts.items():
-            self.committed[dimension] += sign * amount
             bucket = self.buckets.get(dimension)
             if bucket is None:
                 continue
@@ -145,9 +145,23 @@ class KeyLimiter:
             else:
                 bucket.give(amount, now)
 
-    def sync(self, reported: Mapping[str, HeaderLimit], reservation: Optional[Reservation], now: float) -> None:
+    def sync(self, reported: Mapping[str, HeaderLimit], reservation: Optional[Reservation], now: float,
+             pending_refund: Optional[Mapping[str, float]] = None) -> None:
         """Pull buckets down to what the server says remains, learn limits
-        the config does not give, and learn a smaller burst capacity."""
+        the config does not give, and learn a smaller burst capacity.
+
+        ``remaining`` describes the bucket when the server admitted *this*
+        request, somewhere between its send and its answer. Concurrent
+        requests reach the server in any order, so the local level is only
+        pulled down to an upper bound of what the server can have left now:
+        ``remaining`` plus the refill since the send, less what we reserved
+        but have not sent, plus what the server will still refund of this
+        call (Anthropic charges ``max_tokens`` of output until the reply
+        ends). Measured: assuming the server admitted it at the send instead
+        pulls buckets 2-3k tokens too low in a 32-thread burst (9 % lost).
+        A bucket above that bound is wrong (a stricter server, another
+        process on the key); one below it is right and left alone.
+        """
         for dimension, header in reported.items():
             if dimension == "tokens" and self.refunds_output and dimension not in self.configured:
                 continue  # Anthropic's combined figure is a summary, not a bucket
@@ -166,14 +180,13 @@ class KeyLimiter:
                 learned = header.remaining + bucket.rate * header.reset_in
                 if learned < bucket.capacity * CAPACITY_TOLERANCE:
                     bucket.set_capacity(learned, now)
-            if reservation is not None and reservation.sent_at is not None:
-                since = max(0.0, now - reservation.sent_at)
-                predicted = (
-                    min(bucket.capacity, header.remaining + bucket.rate * since)
-                    - (self.committed[dimension] - reservation.committed_at_send.get(dimension, 0.0))
-                    - reservation.unsent_at_send.get(dimension, 0.0)
-                )
-                bucket.lower_to(predicted, now)
+            since = now - reservation.sent_at if reservation is not None and reservation.sent_at else 0.0
+            bound = (
+                min(bucket.capacity, header.remaining + bucket.rate * max(0.0, since))
+                - self.unsent[dimension]
+                + (pending_refund or {}).get(dimension, 0.0)
+            )
+            bucket.lower_to(bound, now)
         if reported:
             self.answered = True
 
@@ -202,89 +215,109 @@ class ProviderLimiter:
 
     def __init__(self, keys: list[tuple[str, Optional[RateLimitConfig]]], *, refunds_output: bool,
                  clock: Clock = time.monotonic, wall_clock: Clock = time.time,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 wait: Optional[Callable[[threading.Condition, Optional[float]], Any]] = None) -> None:
         self.clock = clock
         self.wall_clock = wall_clock
-        self.sleep = sleep
         self._cond = threading.Condition(threading.Lock())
         now = clock()
         self.keys = [KeyLimiter(i, cid, cfg, refunds_output=refunds_output, now=now)
                      for i, (cid, cfg) in enumerate(keys)]
         self._sequence = 0
-        self.waiting = 0  # callers sleeping for a reservation's delay or a probe slot
+        self._line: list[int] = []  # tickets of callers waiting, first come first
+        self._next_ticket = 0
+        # How a waiter blocks: Condition.wait by default; fake clocks in
+        # tests advance time here instead.
+        self._wait = wait or (lambda cond, timeout: cond.wait(timeout))
 
     def __repr__(self) -> str:
         return f"<ProviderLimiter {len(self.keys)} keys, {self.waiting} waiting>"
 
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock, nobody waiting, nothing in flight."""
+        self._cond = threading.Condition(threading.Lock())
+        self._line.clear()
+        for key in self.keys:
+            key.in_flight = 0
+            key.unsent = dict.fromkeys(DIMENSIONS, 0.0)
+
     # --- admission ------------------------------------------------------
     def reserve(self, cost: Cost, deadline: Optional[float], only: Optional[KeyLimiter] = None) -> Reservation:
-        """Choose the key that admits ``cost`` soonest and charge it.
+        """Wait in line until some key can admit ``cost``, then charge it.
 
-        Raises LLMValidationError when no key could ever admit it, and
-        LLMRateLimitError when the wait would pass ``deadline``.
+        Callers are served strictly first come, first served: only the head
+        of the line is admitted, on the key that fits it soonest, and it
+        re-evaluates whenever a bucket changes (a settlement, a refund, a
+        header sync) or its computed wait runs out. Raises
+        LLMValidationError when no key could ever admit the call, and
+        LLMRateLimitError (with ``retry_after``) when it would not be
+        admitted before ``deadline``.
         """
         candidates = [only] if only is not None else self.keys
         with self._cond:
-            while True:
-                now = self.clock()
-                best: Optional[tuple[tuple[float, float, int], KeyLimiter, dict[str, float]]] = None
-                reasons, probing_full = [], False
-                for key in candidates:
-                    amounts = key.amounts(cost)
-                    reason = key.oversize(amounts)
-                    if reason:
-                        reasons.append(f"{key.client_id}: {reason}")
-                        continue
-                    if key.probing and key.in_flight + self._unsent_calls(key) >= PROBE_IN_FLIGHT:
-                        probing_full = True
-                        continue
-                    rank = (round(key.wait_time(amounts, now), 6), -key.headroom(amounts, now), key.last_chosen)
-                    if best is None or rank < best[0]:
-                        best = (rank, key, amounts)
-                if best is None and not probing_full:
-                    raise LLMValidationError(
-                        "the request is larger than a whole rate-limit bucket and can never be sent: "
-                        + "; ".join(reasons)
-                    )
-                if best is not None:
-                    (wait, _, _), key, amounts = best
-                    remaining = math.inf if deadline is None else deadline - now
-                    if wait > remaining:
-                        raise LLMRateLimitError(
-                            f"rate limit: the soonest key ({key.client_id}) admits this call in {wait:.2f}s, "
-                            f"after the call's deadline",
-                            retry_after=wait,
-                        )
-                    key.charge(amounts, now)
-                    for dimension, amount in amounts.items():
-                        key.unsent[dimension] += amount
-                    self._sequence += 1
-                    key.last_chosen = self._sequence
-                    return Reservation(key, amounts, cost.input_tokens, delay=wait)
-                # every usable key is probing with its slots taken: wait for an answer
-                remaining = None if deadline is None else deadline - now
-                if remaining is not None and remaining <= 0:
-                    raise LLMRateLimitError("rate limit: waiting for a key's first answer passed the deadline",
-                                            retry_after=1.0)
-                self.waiting += 1
-                try:
-                    self._cond.wait(remaining)
-                finally:
-                    self.waiting -= 1
-
-    def _unsent_calls(self, key: KeyLimiter) -> int:
-        return int(round(key.unsent["requests"]))
-
-    def wait(self, reservation: Reservation) -> None:
-        """Sleep out the reservation's delay (outside the lock)."""
-        if reservation.delay > 0:
-            with self._cond:
-                self.waiting += 1
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._line.append(ticket)
             try:
-                self.sleep(reservation.delay)
+                while True:
+                    now = self.clock()
+                    wait, choice = self._soonest(cost, candidates, now)
+                    if self._line[0] == ticket and choice is not None and wait <= 0:
+                        return self._charge(choice, cost, now)
+                    remaining = math.inf if deadline is None else deadline - now
+                    if choice is not None and wait > remaining:
+                        raise LLMRateLimitError(
+                            f"rate limit: no key can admit this call before its deadline "
+                            f"(soonest: {choice.client_id} in {wait:.2f}s)",
+                            retry_after=round(wait, 3),
+                        )
+                    if remaining <= 0:
+                        raise LLMRateLimitError("rate limit: the deadline passed while waiting in line",
+                                                retry_after=round(max(wait, 0.0), 3) or None)
+                    timeout = remaining
+                    if self._line[0] == ticket and choice is not None:
+                        timeout = min(timeout, wait)
+                    self._wait(self._cond, None if math.isinf(timeout) else timeout)
             finally:
-                with self._cond:
-                    self.waiting -= 1
+                self._line.remove(ticket)
+                self._cond.notify_all()
+
+    def _soonest(self, cost: Cost, candidates: list[KeyLimiter],
+                 now: float) -> tuple[float, Optional[KeyLimiter]]:
+        """The key that admits ``cost`` soonest: (seconds, key). Ties go to
+        the key with most headroom left, so traffic spreads in proportion to
+        each key's limits. (inf, None) when every usable key is probing."""
+        best: Optional[tuple[tuple[float, float, int, int], KeyLimiter]] = None
+        reasons = []
+        for key in candidates:
+            amounts = key.amounts(cost)
+            reason = key.oversize(amounts)
+            if reason:
+                reasons.append(f"{key.client_id}: {reason}")
+                continue
+            if key.probing and key.in_flight + key.unsent_calls >= PROBE_IN_FLIGHT:
+                continue  # wait for its first answer
+            rank = (key.wait_time(amounts, now), -key.headroom(amounts, now), key.in_flight, key.last_chosen)
+            if best is None or rank < best[0]:
+                best = (rank, key)
+        if len(reasons) == len(candidates):
+            raise LLMValidationError(
+                "the request is larger than a whole rate-limit bucket and can never be sent: " + "; ".join(reasons)
+            )
+        return (math.inf, None) if best is None else (best[0][0], best[1])
+
+    def _charge(self, key: KeyLimiter, cost: Cost, now: float) -> Reservation:
+        amounts = key.amounts(cost)
+        key.charge(amounts, now)
+        for dimension, amount in amounts.items():
+            key.unsent[dimension] += amount
+        self._sequence += 1
+        key.last_chosen = self._sequence
+        return Reservation(key, amounts, cost.input_tokens)
+
+    @property
+    def waiting(self) -> int:
+        """Callers in line for rate-limit capacity."""
+        return len(self._line)
 
     # --- settlement -----------------------------------------------------
     def mark_sent(self, reservation: Reservation) -> None:
@@ -293,8 +326,6 @@ class ProviderLimiter:
             for dimension, amount in reservation.amounts.items():
                 key.unsent[dimension] -= amount
             reservation.sent_at = self.clock()
-            reservation.committed_at_send = dict(key.committed)
-            reservation.unsent_at_send = dict(key.unsent)
             key.in_flight += 1
 
     def settle(self, reservation: Reservation, input_tokens: Optional[int], output_tokens: Optional[int],
@@ -318,7 +349,10 @@ class ProviderLimiter:
             delta = {d: actual[d] - reservation.amounts[d] for d in actual}
             key.charge({d: v for d, v in delta.items() if v > 0}, now)
             key.charge({d: -v for d, v in delta.items() if v < 0}, now, sign=-1.0)
-            self._finish(reservation, headers, now)
+            # The server counted max_tokens of output when it admitted the
+            # call; its headers may predate the refund we just applied.
+            pending = {"output_tokens": reservation.amounts["output_tokens"] - actual["output_tokens"]}
+            self._finish(reservation, headers, now, pending)
 
     def refund(self, reservation: Reservation, headers: Optional[Mapping[str, str]] = None, *,
                keep_request: bool = False) -> None:
@@ -346,12 +380,13 @@ class ProviderLimiter:
             reservation.done = True
             self._finish(reservation, headers, self.clock())
 
-    def _finish(self, reservation: Reservation, headers: Optional[Mapping[str, str]], now: float) -> None:
+    def _finish(self, reservation: Reservation, headers: Optional[Mapping[str, str]], now: float,
+                pending_refund: Optional[Mapping[str, float]] = None) -> None:
         key = reservation.key
         if reservation.sent_at is not None:
             key.in_flight -= 1
         if headers:
-            key.sync(parse_rate_limit_headers(headers, self.wall_clock()), reservation, now)
+            key.sync(parse_rate_limit_headers(headers, self.wall_clock()), reservation, now, pending_refund)
             if reservation.sent_at is not None:
                 key.answered = True
         elif reservation.sent_at is not None and key.probing:
