@@ -15,6 +15,7 @@ __all__ = [
     "Usage",
     "LLMResponse",
     "LLMProvider",
+    "StopReason",
     "normalize_messages",
 ]
 
@@ -45,6 +46,15 @@ class LLMProvider(str, Enum):
         except ValueError:
             known = ", ".join(p.value for p in cls)
             raise LLMValidationError(f"unknown provider {value!r}; expected one of: {known}") from None
+
+
+class StopReason(str, Enum):
+    """The normalised ``LLMResponse.stop_reason`` values (others pass through)."""
+
+    END_TURN = "end_turn"
+    MAX_TOKENS = "max_tokens"
+    STOP_SEQUENCE = "stop_sequence"
+    TOOL_USE = "tool_use"
 
 
 class Message(BaseModel):

@@ -396,3 +396,14 @@ def test_shipped_example_config_loads(monkeypatch):
     assert len(anthropic.api_keys) == 2
     assert anthropic.rate_limits[0].requests_per_minute == 12
     assert config.pool.max_size == 4
+
+
+def test_yaml_syntax_error_names_position_but_never_quotes_the_line(tmp_path):
+    from llm_sync.config import load_config
+
+    path = tmp_path / "llm.yaml"
+    path.write_text("providers:\n  openai:\n    api_keys: [gw-7f3a9c2e5b1d4f60a8e2\n")
+    with pytest.raises(LLMConfigError) as info:
+        load_config(path)
+    assert "gw-7f3a9c2e5b1d4f60a8e2" not in str(info.value)
+    assert "line" in str(info.value)

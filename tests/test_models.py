@@ -197,3 +197,8 @@ def test_provider_enum_and_parse():
 
 def test_stop_reason_values():
     assert {r.value for r in StopReason} == {"end_turn", "max_tokens", "stop_sequence", "tool_use"}
+
+
+def test_role_given_twice_is_an_error_not_a_silent_override():
+    with pytest.raises(LLMValidationError, match="both positionally and by keyword"):
+        Message("user", "hi", role="assistant")

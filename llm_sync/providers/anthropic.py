@@ -72,7 +72,10 @@ class AnthropicProvider(Provider):
         return body
 
     def parse_body(self, data: dict[str, Any]) -> LLMResponse:
-        blocks = data.get("content") or []
+        blocks = data.get("content")
+        usage = data.get("usage")
+        if not isinstance(blocks, list) or not isinstance(usage, (dict, type(None))):
+            raise TypeError("content must be a list and usage an object")
         text = "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
         return LLMResponse(
             content=text,

@@ -24,7 +24,7 @@ from ..errors import (
     error_class_for_status,
     redact,
 )
-from ..models import LLMProvider, LLMResponse, Message, MessageRole, Usage
+from ..models import LLMProvider, LLMResponse, Message, MessageRole, StopReason, Usage
 from ..sse import SSEEvent
 from ..transport import BODY_READ_ERRORS, HTTPRequest, KeyAuth, read_error, send
 
@@ -299,14 +299,14 @@ class Provider(ABC):
 
 # Provider stop/finish reasons → API.md's normalised set.
 _STOP_REASONS = {
-    "end_turn": "end_turn",
-    "stop": "end_turn",
-    "max_tokens": "max_tokens",
-    "length": "max_tokens",
-    "stop_sequence": "stop_sequence",
-    "tool_use": "tool_use",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
+    "end_turn": StopReason.END_TURN.value,
+    "stop": StopReason.END_TURN.value,
+    "max_tokens": StopReason.MAX_TOKENS.value,
+    "length": StopReason.MAX_TOKENS.value,
+    "stop_sequence": StopReason.STOP_SEQUENCE.value,
+    "tool_use": StopReason.TOOL_USE.value,
+    "tool_calls": StopReason.TOOL_USE.value,
+    "function_call": StopReason.TOOL_USE.value,
 }
 
 # Error types that arrive inside a stream → the status they stand for.

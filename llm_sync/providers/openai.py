@@ -58,9 +58,13 @@ class OpenAIProvider(Provider):
         return body
 
     def parse_body(self, data: dict[str, Any]) -> LLMResponse:
-        choices = data.get("choices") or [{}]
-        choice = choices[0] if isinstance(choices[0], dict) else {}
-        message = choice.get("message") or {}
+        choices = data.get("choices")
+        usage = data.get("usage")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict) \
+                or not isinstance(choices[0].get("message"), dict) or not isinstance(usage, (dict, type(None))):
+            raise TypeError("choices[0].message must be an object and usage an object")
+        choice = choices[0]
+        message = choice["message"]
         return LLMResponse(
             content=message.get("content") or "",
             model=data.get("model") or "",

@@ -187,3 +187,14 @@ def test_examples_quickstart_script(configured, llm_simulator):
     )
     assert result.returncode == 0, result.stderr
     assert "Simulated reply to: Hello, world!" in result.stdout
+
+
+def test_get_llm_manager_with_the_same_path_does_not_reread_it(configured, monkeypatch):
+    import llm_sync.manager as manager_module
+
+    first = get_llm_manager(str(configured))
+    calls = []
+    real = manager_module.load_config
+    monkeypatch.setattr(manager_module, "load_config", lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert get_llm_manager(str(configured)) is first
+    assert calls == []

@@ -305,3 +305,14 @@ def test_base_url_with_path_prefix_is_kept(mock):
     with make_manager(base_url=f"{BASE}/proxy/anthropic") as m:
         assert m.get_client("anthropic").complete("Hi").content == "Hello, world!"
     assert mock.calls[0].request.url == f"{BASE}/proxy/anthropic/v1/messages"
+
+
+@pytest.mark.parametrize("body", [{"content": "not a list"}, {"content": [{"type": "text", "text": None}]},
+                                  {"content": [], "usage": "nope"}])
+def test_unexpected_json_shape_is_a_typed_error(mock, client, body):
+    from llm_sync import LLMProviderError
+
+    mock.add(responses.POST, URL, json={"id": "m", "model": "x", **body})
+    with pytest.raises(LLMProviderError) as info:
+        client.complete("Hi")
+    assert info.value.error_type == "invalid_response"

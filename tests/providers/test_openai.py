@@ -238,3 +238,14 @@ def test_count_tokens_is_a_local_estimate(mock, client):
     assert isinstance(short, int) and short > 0
     assert long > short + 300
     assert with_system > short
+
+
+@pytest.mark.parametrize("body", [{"choices": []}, {"choices": "x"}, {"choices": [{"message": "hi"}]},
+                                  {"choices": [{"message": {"content": "hi"}}], "usage": 3}])
+def test_unexpected_json_shape_is_a_typed_error(mock, client, body):
+    from llm_sync import LLMProviderError
+
+    mock.add(responses.POST, URL, json={"id": "c", "model": "x", **body})
+    with pytest.raises(LLMProviderError) as info:
+        client.complete("Hi")
+    assert info.value.error_type == "invalid_response"

@@ -407,9 +407,9 @@ def test_only_restricts_the_choice():
     assert h.level("requests", 0) == 59 and h.level("requests", 1) == 600
 
 
-@pytest.mark.parametrize("dimension", ["requests_per_minute", "input_tokens_per_minute"])
-def test_traffic_spreads_in_proportion_to_limits(dimension):
-    h = Harness([cfg(**{dimension: 600}), cfg(**{dimension: 1800})])
+@pytest.mark.parametrize("dimension, small", [("requests_per_minute", 60), ("input_tokens_per_minute", 600)])
+def test_traffic_spreads_in_proportion_to_limits(dimension, small):
+    h = Harness([cfg(**{dimension: small}), cfg(**{dimension: 3 * small})])
     counts: Counter = Counter()
     for _ in range(800):
         r = h.reserve(10, 1)
