@@ -31,7 +31,9 @@ from llm_sync import LLMManager, LLMProvider
 from llm_sync.testing import SimLimits, Simulator, count_input_tokens
 
 KEYS = ("sk-bench-1", "sk-bench-2", "sk-bench-3", "sk-bench-4")
-INPUT_TPM = (60_000, 120_000, 180_000, 240_000)  # unequal; 10k tokens/s together
+# Unequal per-key limits, 10k tokens/s together. They bind Anthropic's input
+# bucket and OpenAI's combined tokens bucket (prompt + max_tokens).
+INPUT_TPM = (60_000, 120_000, 180_000, 240_000)
 REQUESTS_PER_MINUTE = 10_000
 OUTPUT_TPM = 1_000_000
 MAX_TOKENS = 16
@@ -62,7 +64,7 @@ def run(scenario: str, requests: int, provider: LLMProvider) -> dict[str, Any]:
     server_burst = 2.0 if scenario == "stricter" else 6.0
     server_limits = [
         SimLimits(requests_per_minute=REQUESTS_PER_MINUTE, input_tokens_per_minute=tpm,
-                  output_tokens_per_minute=OUTPUT_TPM, tokens_per_minute=tpm + MAX_TOKENS * 1000,
+                  output_tokens_per_minute=OUTPUT_TPM, tokens_per_minute=tpm,
                   burst_seconds=server_burst)
         for tpm in INPUT_TPM
     ]
@@ -75,7 +77,7 @@ def run(scenario: str, requests: int, provider: LLMProvider) -> dict[str, Any]:
         if scenario in ("matching", "stricter"):
             provider_config["rate_limits"] = [
                 {"requests_per_minute": REQUESTS_PER_MINUTE, "input_tokens_per_minute": tpm,
-                 "output_tokens_per_minute": OUTPUT_TPM, "tokens_per_minute": tpm + MAX_TOKENS * 1000,
+                 "output_tokens_per_minute": OUTPUT_TPM, "tokens_per_minute": tpm,
                  **({"burst_seconds": 6.0} if scenario == "matching" else {})}
                 for tpm in INPUT_TPM
             ]
@@ -83,6 +85,8 @@ def run(scenario: str, requests: int, provider: LLMProvider) -> dict[str, Any]:
                   "pool": {"max_size": THREADS, "acquire_timeout": 600.0}}
         items = [prompt(i) for i in range(requests)]
         cost = count_input_tokens([{"role": "user", "content": items[0]}])
+        if provider is LLMProvider.OPENAI:  # its one tokens bucket counts prompt + max_tokens
+            cost += MAX_TOKENS
         with LLMManager(config) as manager:
             client = manager.get_client(provider)
             started = time.monotonic()

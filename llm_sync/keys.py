@@ -113,6 +113,7 @@ class KeyClient:
         context = self._context(request, reservation, deadline)
 
         def send(req: LLMRequest) -> Result:
+            _going_out(reservation)
             return self.provider.complete(session, self._auth, req, timeout)
 
         try:
@@ -130,6 +131,7 @@ class KeyClient:
         context = self._context(request, lease.reservation, deadline)
 
         def send(req: LLMRequest) -> Result:
+            _going_out(lease.reservation)
             started = time.monotonic()
             http = self.provider.open_stream(session, self._auth, req, timeout)
             stream = Stream(http, self.provider, self.client_id, started, lease, deadline)
@@ -149,3 +151,10 @@ class KeyClient:
 
     def count_tokens(self, session: requests.Session, request: LLMRequest, timeout: Timeout) -> Optional[int]:
         return self.provider.count_tokens(session, self._auth, request, timeout)
+
+
+def _going_out(reservation: Optional[Reservation]) -> None:
+    """Mark the lease's reservation sent if no RateLimitMiddleware did (a
+    user removed it): a key must not look forever unanswered."""
+    if reservation is not None and reservation.sent_at is None and not reservation.done:
+        reservation.limiter.mark_sent(reservation)

@@ -75,8 +75,12 @@ class Lease:
             if self._released:
                 return
             self._released = True
-        if self.reservation is not None and self.reservation.sent_at is None:
-            self._pool.limiter.refund(self.reservation)  # leased but never sent
+        reservation = self.reservation
+        if reservation is not None and not reservation.done:
+            if reservation.sent_at is None:
+                self._pool.limiter.refund(reservation)  # leased but never sent
+            else:
+                self._pool.limiter.release(reservation)  # sent, never settled: keep the charges
         self._pool._release(self._slot, self.key)
 
     def defer_close(self, stream: "Stream") -> None:

@@ -80,7 +80,8 @@ class RateLimitMiddleware(Middleware):
         elif isinstance(error, LLMRateLimitError) and error.status_code == 429 \
                 and not getattr(error, "mid_stream", False):
             self.limiter.refund(reservation, headers)  # refused: nothing was counted
-            self.limiter.pause(self.key, error.retry_after or DEFAULT_PAUSE_SECONDS)
+            pause = DEFAULT_PAUSE_SECONDS if error.retry_after is None else error.retry_after
+            self.limiter.pause(self.key, pause)
         elif isinstance(error, (LLMQuotaExceededError, LLMProviderError)) and error.status_code is not None \
                 and error.status_code < 500 and not getattr(error, "mid_stream", False):
             self.limiter.refund(reservation, headers, keep_request=True)

@@ -83,6 +83,6 @@ class TokenBucket:
     def full_at(self, now: float) -> float:
         """Seconds from ``now`` until the bucket is full."""
         self.refill(now)
-        if self.level >= self.capacity or self.rate <= 0:
+        if self.level >= self.capacity:
             return 0.0
-        return (self.capacity - self.level) / self.rate
+        return math.inf if self.rate <= 0 else (self.capacity - self.level) / self.rate

@@ -30,6 +30,7 @@ _ANTHROPIC = {
 _OPENAI = {"requests": "requests", "tokens": "tokens"}
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_PLAIN_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,8 @@ class HeaderLimit:
 def parse_duration(value: str) -> Optional[float]:
     """``1h2m3.5s`` → 3723.5; ``20ms`` → 0.02; a bare number is seconds."""
     value = value.strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if _PLAIN_NUMBER.fullmatch(value):
+        return float(value)
     total, position = 0.0, 0
     for match in _DURATION.finditer(value):
         if match.start() != position:

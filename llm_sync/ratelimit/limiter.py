@@ -27,6 +27,15 @@ from .headers import DIMENSIONS, HeaderLimit, parse_rate_limit_headers
 
 __all__ = ["Cost", "Reservation", "KeyLimiter", "ProviderLimiter", "PROBE_IN_FLIGHT"]
 
+# Waits shorter than this are float noise in the refill maths: admit now
+# rather than spin on a clock too coarse to move by that much.
+_NO_WAIT = 1e-6
+
+
+def _hint(wait: float) -> Optional[float]:
+    """A retry_after worth giving: finite and positive, else None."""
+    return round(wait, 3) if 0 < wait < math.inf else None
+
 Clock = Callable[[], float]
 
 # Before a key without configured limits has answered once, this many of
@@ -60,6 +69,7 @@ class Reservation:
     """Charges made for one call on one key."""
 
     key: "KeyLimiter"
+    limiter: "ProviderLimiter"
     amounts: dict[str, float]
     estimate: int
     sent_at: Optional[float] = None
@@ -83,6 +93,7 @@ class KeyLimiter:
                 self.configured[dimension] = float(value)
                 self.buckets[dimension] = TokenBucket(value, now, self.burst_seconds)
         self.unsent = dict.fromkeys(DIMENSIONS, 0.0)  # reserved, not yet sent
+        self.outstanding = dict.fromkeys(DIMENSIONS, 0.0)  # reserved, not yet settled
         self.paused_until = 0.0
         self.in_flight = 0
         # Until the key's first answer, only PROBE_IN_FLIGHT calls go out:
@@ -115,7 +126,7 @@ class KeyLimiter:
     def oversize(self, amounts: Mapping[str, float]) -> Optional[str]:
         """Name the limit ``amounts`` can never fit, or None."""
         for dimension, bucket in self.buckets.items():
-            limit = self.configured.get(dimension, bucket.limit)
+            limit = bucket.limit  # in force: configured, or lower if the server says so
             capacity = limit if self.burst_seconds is None else limit / 60.0 * self.burst_seconds
             if amounts[dimension] > capacity:
                 return f"{dimension.replace('_', ' ')} ({amounts[dimension]:.0f} > {capacity:.0f})"
@@ -157,11 +168,14 @@ class KeyLimiter:
         ``remaining`` plus the refill since the send, less what we reserved
         but have not sent, plus what the server will still refund of this
         call (Anthropic charges ``max_tokens`` of output until the reply
-        ends). Measured: assuming the server admitted it at the send instead
+        ends). On the key's first answer the bound is exact instead: the
+        other calls out are the few probes, so all of them are subtracted.
+        Measured: assuming the server admitted it at the send instead
         pulls buckets 2-3k tokens too low in a 32-thread burst (9 % lost).
         A bucket above that bound is wrong (a stricter server, another
         process on the key); one below it is right and left alone.
         """
+        first_answer = not self.answered
         for dimension, header in reported.items():
             if dimension == "tokens" and self.refunds_output and dimension not in self.configured:
                 continue  # Anthropic's combined figure is a summary, not a bucket
@@ -180,10 +194,15 @@ class KeyLimiter:
                 learned = header.remaining + bucket.rate * header.reset_in
                 if learned < bucket.capacity * CAPACITY_TOLERANCE:
                     bucket.set_capacity(learned, now)
-            since = now - reservation.sent_at if reservation is not None and reservation.sent_at else 0.0
+            sent_at = reservation.sent_at if reservation is not None else None
+            since = now - sent_at if sent_at is not None else 0.0
+            # On the key's first answer only the probes are out, so count
+            # every unsettled call: a bucket learned now (or a configured
+            # one the server turns out to be stricter than) starts exact.
+            others = self.outstanding[dimension] if first_answer else self.unsent[dimension]
             bound = (
                 min(bucket.capacity, header.remaining + bucket.rate * max(0.0, since))
-                - self.unsent[dimension]
+                - others
                 + (pending_refund or {}).get(dimension, 0.0)
             )
             bucket.lower_to(bound, now)
@@ -239,6 +258,7 @@ class ProviderLimiter:
         for key in self.keys:
             key.in_flight = 0
             key.unsent = dict.fromkeys(DIMENSIONS, 0.0)
+            key.outstanding = dict.fromkeys(DIMENSIONS, 0.0)
 
     # --- admission ------------------------------------------------------
     def reserve(self, cost: Cost, deadline: Optional[float], only: Optional[KeyLimiter] = None) -> Reservation:
@@ -261,7 +281,7 @@ class ProviderLimiter:
                 while True:
                     now = self.clock()
                     wait, choice = self._soonest(cost, candidates, now)
-                    if self._line[0] == ticket and choice is not None and wait <= 0:
+                    if self._line[0] == ticket and choice is not None and wait <= _NO_WAIT:
                         return self._charge(choice, cost, now)
                     remaining = math.inf if deadline is None else deadline - now
                     if choice is not None and wait > remaining:
@@ -272,7 +292,7 @@ class ProviderLimiter:
                         )
                     if remaining <= 0:
                         raise LLMRateLimitError("rate limit: the deadline passed while waiting in line",
-                                                retry_after=round(max(wait, 0.0), 3) or None)
+                                                retry_after=_hint(wait))
                     timeout = remaining
                     if self._line[0] == ticket and choice is not None:
                         timeout = min(timeout, wait)
@@ -310,9 +330,10 @@ class ProviderLimiter:
         key.charge(amounts, now)
         for dimension, amount in amounts.items():
             key.unsent[dimension] += amount
+            key.outstanding[dimension] += amount
         self._sequence += 1
         key.last_chosen = self._sequence
-        return Reservation(key, amounts, cost.input_tokens)
+        return Reservation(key, self, amounts, cost.input_tokens)
 
     @property
     def waiting(self) -> int:
@@ -321,7 +342,10 @@ class ProviderLimiter:
 
     # --- settlement -----------------------------------------------------
     def mark_sent(self, reservation: Reservation) -> None:
+        """The call is going out now. Idempotent."""
         with self._cond:
+            if reservation.sent_at is not None or reservation.done:
+                return
             key = reservation.key
             for dimension, amount in reservation.amounts.items():
                 key.unsent[dimension] -= amount
@@ -383,6 +407,8 @@ class ProviderLimiter:
     def _finish(self, reservation: Reservation, headers: Optional[Mapping[str, str]], now: float,
                 pending_refund: Optional[Mapping[str, float]] = None) -> None:
         key = reservation.key
+        for dimension, amount in reservation.amounts.items():
+            key.outstanding[dimension] -= amount
         if reservation.sent_at is not None:
             key.in_flight -= 1
         if headers:

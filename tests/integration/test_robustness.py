@@ -165,3 +165,15 @@ def test_invalid_json_200_is_a_typed_error_and_returns_the_lease(make_manager, l
         manager.get_client(provider).complete("hi")
     assert info.value.error_type == "invalid_response"
     assert manager.get_status(provider)["available_clients"] == 1
+
+
+def test_without_rate_limit_middleware_keys_are_not_stuck_probing(make_manager):
+    from llm_sync.middleware.ratelimit import RateLimitMiddleware
+
+    manager = make_manager(max_size=8)
+    for key in manager.pool("anthropic").clients:
+        assert key.middleware_chain.remove(RateLimitMiddleware)
+    results = manager.get_client("anthropic").complete_batch([f"q{i}" for i in range(24)], max_workers=8)
+    assert len(results) == 24
+    limiter = manager.pool("anthropic").limiter
+    assert all(not key.probing and key.in_flight == 0 for key in limiter.keys)

@@ -55,7 +55,9 @@ class Harness:
         if timeout is None:
             raise AssertionError("a single-threaded reserve would block forever")
         self.waits.append(timeout)
-        self.clock.advance(timeout)
+        # A float wait of ~1e-14 s would not move a clock near 1000 at all
+        # (its ulp is ~1e-13): move at least a microsecond, as real time does.
+        self.clock.advance(max(timeout, 1e-6))
 
     def key(self, index: int = 0):
         return self.limiter.keys[index]
@@ -354,8 +356,6 @@ def test_oversize_even_while_the_key_is_paused_or_empty():
     assert h.waits == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: KeyLimiter.oversize (limiter.py:118) checks the configured limit, "
-                   "not a lower limit the server announced, so an unsendable request waits and goes into debt")
 def test_oversize_uses_a_limit_lowered_by_headers():
     h = Harness([cfg(input_tokens_per_minute=600)])
     h.call(10, 1, actual_in=10, actual_out=1, headers={
@@ -499,8 +499,6 @@ def test_a_probing_key_is_skipped_for_an_answered_one():
     assert h.reserve(1).key is h.key(1)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: limiter.py:265-267 sets retry_after=round(inf) when no key can be "
-                   "chosen (all probing): LLMRateLimitError.retry_after is inf, not a number of seconds or None")
 def test_probing_timeout_retry_after_is_finite_or_none():
     h = Harness([None], answered=False)
     for _ in range(PROBE_IN_FLIGHT):
