@@ -21,6 +21,11 @@ from .models import LLMProvider, Message, MessageRole
 __all__ = ["main"]
 
 DEMO_KEYS = ("sk-demo-key-1", "sk-demo-key-2", "sk-demo-key-3", "sk-demo-key-4")
+# Per-key limits the demo's simulator enforces (and the demo's config
+# states): 2 requests a second per key, bursts of 2 seconds.
+DEMO_LIMITS = {"requests_per_minute": 120, "input_tokens_per_minute": 60_000,
+               "output_tokens_per_minute": 12_000, "tokens_per_minute": 72_000, "burst_seconds": 2.0}
+DEMO_BATCH = 32
 
 
 def _print_status(manager: LLMManager, provider: str, out: TextIO) -> None:
@@ -31,7 +36,8 @@ def _print_status(manager: LLMManager, provider: str, out: TextIO) -> None:
     )
     for key in status["client_statuses"]:
         limits = key["rate_limit_status"]
-        extra = f", tokens remaining {limits['tokens_remaining']}" if limits else ""
+        extra = (f", {limits['requests_remaining']} requests and {limits['tokens_remaining']} tokens left "
+                 f"(limits {limits['limits']['requests_per_minute']:.0f} rpm)") if limits else ""
         out.write(
             f"    {key['client_id']}: {key['total_requests']} requests, "
             f"{key['failed_requests']} failed{extra}\n"
@@ -40,16 +46,16 @@ def _print_status(manager: LLMManager, provider: str, out: TextIO) -> None:
 
 def run_demo(out: TextIO = sys.stdout) -> int:
     """Start the simulator in-process and exercise the client against it."""
-    from .testing import Simulator
+    from .testing import SimLimits, Simulator
 
-    with Simulator(keys=DEMO_KEYS) as sim:
+    with Simulator(keys=DEMO_KEYS, limits=SimLimits(**DEMO_LIMITS)) as sim:
         out.write(f"llm-sync {__version__} demo: simulator listening on {sim.base_url} with {len(DEMO_KEYS)} keys\n")
         config = {
             "providers": {
                 "anthropic": {"api_keys": list(DEMO_KEYS), "base_url": sim.base_url,
-                              "models": ["claude-3-5-haiku-20241022"]},
+                              "models": ["claude-3-5-haiku-20241022"], "rate_limits": DEMO_LIMITS},
                 "openai": {"api_keys": list(DEMO_KEYS), "base_url": f"{sim.base_url}/v1",
-                           "models": ["gpt-4o-mini"]},
+                           "models": ["gpt-4o-mini"], "rate_limits": DEMO_LIMITS},
             },
             "pool": {"max_size": 8, "acquire_timeout": 10.0},
         }
@@ -68,14 +74,17 @@ def run_demo(out: TextIO = sys.stdout) -> int:
                 out.flush()
             out.write("\n")
 
-            out.write("\n3. complete_batch() of 12 prompts on the pool (OpenAI-compatible API)\n")
+            out.write(f"\n3. complete_batch() of {DEMO_BATCH} prompts (OpenAI-compatible API); the keys allow "
+                      f"{DEMO_LIMITS['requests_per_minute']} requests a minute each in bursts of "
+                      f"{DEMO_LIMITS['burst_seconds']:.0f} s, so part of the batch waits in line\n")
             openai = manager.get_client(LLMProvider.OPENAI)
             started = time.monotonic()
-            results = openai.complete_batch([f"Question {i}" for i in range(12)], max_tokens=20,
+            results = openai.complete_batch([f"Question {i}" for i in range(DEMO_BATCH)], max_tokens=20,
                                             return_exceptions=True)
             ok = sum(1 for r in results if not isinstance(r, Exception))
-            out.write(f"  {ok}/{len(results)} answered in {time.monotonic() - started:.2f}s; "
-                      f"first: {results[0].content!r}\n" if ok else "  no answers\n")
+            refused = sum(counts.get(429, 0) for counts in sim.stats().values())
+            out.write(f"  {ok}/{len(results)} answered in {time.monotonic() - started:.2f}s, "
+                      f"{refused} refused by the server (429); first: {results[0].content!r}\n")
 
             out.write("\n4. pool status\n")
             for provider in ("anthropic", "openai"):

@@ -46,6 +46,7 @@ class Harness:
             clock=self.clock,
             wall_clock=lambda: WALL0 + (self.clock.t - T0),
             wait=self._wait,
+            transit_margin=0.0,  # exact bucket maths; the margin has its own test
         )
         if answered:  # skip the probing phase unless a test is about it
             for key in self.limiter.keys:
@@ -146,7 +147,7 @@ def test_settle_can_charge_into_debt():
     h.call(100, 1, actual_in=700)
     assert h.level("input_tokens") == pytest.approx(-100)
     assert h.key().wait_time({"requests": 1, "input_tokens": 1, "output_tokens": 1, "tokens": 2},
-                             h.clock()) == pytest.approx(10.1)
+                             h.clock(), margin=0.0) == pytest.approx(10.1)
 
 
 def test_openai_settle_keeps_max_tokens_in_the_combined_bucket():
@@ -715,7 +716,7 @@ class ThreadedHarness:
         self.clock = FakeClock()
         self.limiter = ProviderLimiter([("k0", config)], refunds_output=True, clock=self.clock,
                                        wall_clock=lambda: WALL0,
-                                       wait=lambda cond, timeout: cond.wait(0.01))
+                                       wait=lambda cond, timeout: cond.wait(0.01), transit_margin=0.0)
         self.key = self.limiter.keys[0]
         self.key.answered = True
         self.admitted: list[str] = []
@@ -824,3 +825,24 @@ def test_a_settlement_wakes_the_line():
     _until(lambda: th.count() == 1, "the waiter")
     th.join()
     assert th.admitted == ["waiter"]
+
+
+def test_transit_margin_admits_only_with_refill_to_spare():
+    """The server sees a call a little after we admit it; a bucket admits
+    only when it also covers ``margin`` seconds of refill (a one-off delay)."""
+    clock = FakeClock()
+    waits: list[float] = []
+
+    def wait(cond, timeout):
+        waits.append(timeout)
+        clock.advance(timeout)
+
+    limiter = ProviderLimiter([("k0", cfg(requests_per_minute=60))], refunds_output=True, clock=clock,
+                              wait=wait, transit_margin=0.25)
+    limiter.keys[0].answered = True
+    for _ in range(60):  # drain the full minute of burst
+        limiter.refund(limiter.reserve(Cost(1, 1), None), keep_request=True)
+    assert waits  # the last calls had to wait for the margin
+    waits.clear()
+    limiter.reserve(Cost(1, 1), None)
+    assert sum(waits) == pytest.approx(1.0)  # one request a second: the rate is unchanged
