@@ -23,7 +23,14 @@ from .errors import (
     LLMValidationError,
 )
 from .manager import LLMManager, get_llm_manager, reset_llm_manager
-from .middleware.base import Middleware, MiddlewareChain
+from .middleware import (
+    LoggingMiddleware,
+    MetricsMiddleware,
+    Middleware,
+    MiddlewareChain,
+    RateLimitMiddleware,
+    RetryMiddleware,
+)
 from .models import LLMProvider, LLMResponse, Message, MessageRole, Usage
 from .session import SessionManager
 from .streaming import Stream
@@ -48,6 +55,10 @@ __all__ = [
     "Stream",
     "Middleware",
     "MiddlewareChain",
+    "LoggingMiddleware",
+    "MetricsMiddleware",
+    "RetryMiddleware",
+    "RateLimitMiddleware",
     "LLMError",
     "LLMConfigError",
     "LLMValidationError",

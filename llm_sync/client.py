@@ -12,12 +12,13 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar, Union
 
+from .budget import CallBudget
 from .config import ProviderConfig
 from .errors import LLMError, LLMRateLimitError, LLMTimeoutError, LLMValidationError
 from .models import LLMResponse, MessagesInput, normalize_messages
-from .pool import KeyPool
+from .pool import KeyPool, Lease
 from .providers.base import LLMRequest, Provider
 from .ratelimit.limiter import Cost
 from .streaming import Stream
@@ -28,6 +29,8 @@ __all__ = ["LLMClient"]
 # Body fields the client sets itself; passing them as extras is a mistake.
 _RESERVED = frozenset({"messages", "stream", "stream_options"})
 Progress = Union[bool, Callable[[int, int], Any]]
+HTTPTimeout = tuple[float, Optional[float]]
+_T = TypeVar("_T")
 
 
 class WorkerThreads:
@@ -70,10 +73,10 @@ class LLMClient:
         self.model = model
         self._timeout = settings.timeout
         self._native_counting = settings.token_counting == "native" and _has_native_counting(provider)
-        # A rate-limit 429 sends the call back to the pool at most this many
-        # times (another key, or the same one after its pause), deadline
-        # permitting: max_retries bounds every re-send of a call.
-        self._max_requeues = settings.max_retries
+        # Every re-send of a call (a retry, or a 429 requeued to the pool)
+        # draws on one budget of max_retries and retry_budget seconds.
+        self._max_retries = settings.max_retries
+        self._retry_budget = settings.retry_budget
 
     def __repr__(self) -> str:
         return f"<LLMClient {self._provider.name.value} model={self.model!r}>"
@@ -90,41 +93,56 @@ class LLMClient:
     def complete(self, messages: MessagesInput, *, model: Optional[str] = None, max_tokens: int = 1024,
                  temperature: Optional[float] = None, system: Optional[str] = None,
                  stop: Union[str, Sequence[str], None] = None, timeout: Optional[float] = None,
+                 max_retries: Optional[int] = None, retry_budget: Optional[float] = None,
                  **provider_extras: Any) -> LLMResponse:
         request = self._request(messages, model, max_tokens, temperature, system, stop, False, provider_extras)
-        deadline = self._deadline(timeout)
-        cost = self._cost(request, deadline)
-        for attempt in range(self._max_requeues + 1):
-            with self._pool.acquire(self._acquire_wait(deadline), cost) as lease:
-                try:
-                    return lease.key.complete(lease.session, request, self._http_timeout(deadline),
-                                              lease.reservation, deadline)
-                except LLMRateLimitError as error:
-                    if not self._requeue(error, attempt, deadline):
-                        raise
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def send(lease: Lease, budget: CallBudget, http_timeout: HTTPTimeout) -> LLMResponse:
+            with lease:
+                return lease.key.complete(lease.session, request, http_timeout, lease.reservation, budget)
+
+        return self._through_pool(request, timeout, max_retries, retry_budget, send)
 
     def stream(self, messages: MessagesInput, *, model: Optional[str] = None, max_tokens: int = 1024,
                temperature: Optional[float] = None, system: Optional[str] = None,
                stop: Union[str, Sequence[str], None] = None, timeout: Optional[float] = None,
+               max_retries: Optional[int] = None, retry_budget: Optional[float] = None,
                **provider_extras: Any) -> Stream:
         """Open a streamed call. The Stream iterates text chunks, is a
         context manager, and has ``.response`` once read to the end."""
         request = self._request(messages, model, max_tokens, temperature, system, stop, True, provider_extras)
+
+        def send(lease: Lease, budget: CallBudget, http_timeout: HTTPTimeout) -> Stream:
+            return lease.key.open_stream(lease.session, request, http_timeout, lease, budget)  # owns the lease
+
+        return self._through_pool(request, timeout, max_retries, retry_budget, send)
+
+    def _through_pool(self, request: LLMRequest, timeout: Optional[float], max_retries: Optional[int],
+                      retry_budget: Optional[float], send: Callable[[Lease, CallBudget, HTTPTimeout], _T]) -> _T:
+        """Lease a key (waiting in line), send; on a server 429 the limiter
+        has paused that key, so go back to the pool — to the key that can
+        take the call soonest — while the call's budget allows."""
+        _check_retry_args(max_retries, retry_budget)
         deadline = self._deadline(timeout)
+        budget = self._budget(deadline, max_retries, retry_budget)
         cost = self._cost(request, deadline)
-        for attempt in range(self._max_requeues + 1):
+        while True:
             lease = self._pool.acquire(self._acquire_wait(deadline), cost)
             try:
-                return lease.key.open_stream(lease.session, request, self._http_timeout(deadline), lease, deadline)
+                return send(lease, budget, self._http_timeout(deadline))
             except LLMRateLimitError as error:
                 lease.release()
-                if not self._requeue(error, attempt, deadline):
+                if not _requeue(error, budget):
                     raise
             except BaseException:
                 lease.release()
                 raise
-        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _budget(self, deadline: Optional[float], max_retries: Optional[int],
+                retry_budget: Optional[float]) -> CallBudget:
+        retries = self._max_retries if max_retries is None else max_retries
+        seconds = self._retry_budget if retry_budget is None else retry_budget
+        return CallBudget(retries, deadline, None if seconds is None else time.monotonic() + seconds)
 
     def stream_complete(self, messages: MessagesInput, **kwargs: Any) -> Iterator[str]:
         """Text chunks as they arrive. Breaking out of the loop, ``close()``
@@ -154,15 +172,6 @@ class LLMClient:
         else:
             tokens = estimate_tokens(request.messages, request.system)
         return Cost(tokens, request.max_tokens)
-
-    def _requeue(self, error: LLMRateLimitError, attempt: int, deadline: Optional[float]) -> bool:
-        """A server 429 (the limiter already paused that key): try again
-        through the pool if attempts and the deadline allow."""
-        if error.status_code != 429 or attempt >= self._max_requeues:
-            return False
-        if deadline is not None and deadline - time.monotonic() <= (error.retry_after or 0.0):
-            return False
-        return True
 
     # --- many calls -----------------------------------------------------
     def submit(self, messages: MessagesInput, **kwargs: Any) -> "Future[LLMResponse]":
@@ -221,6 +230,7 @@ class LLMClient:
                       kwargs.get("system"), kwargs.get("stop"), False,
                       {k: v for k, v in kwargs.items() if k not in _CALL_ARGS})
         self._deadline(kwargs.get("timeout"))
+        _check_retry_args(kwargs.get("max_retries"), kwargs.get("retry_budget"))
 
     def _request(self, messages: MessagesInput, model: Optional[str], max_tokens: Any, temperature: Any,
                  system: Any, stop: Any, stream: bool, extras: dict[str, Any]) -> LLMRequest:
@@ -269,16 +279,35 @@ class LLMClient:
         if deadline is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise LLMTimeoutError("the call's deadline passed before it could be sent", sent=False)
+                raise LLMTimeoutError("the call's deadline passed before it could be sent", sent=False,
+                                      deadline_passed=True)
             connect, read = min(connect, remaining), min(read, remaining)
         return connect, read
 
 
-_CALL_ARGS = frozenset({"model", "max_tokens", "temperature", "system", "stop", "timeout"})
+_CALL_ARGS = frozenset({"model", "max_tokens", "temperature", "system", "stop", "timeout", "max_retries",
+                        "retry_budget"})
+
+
+def _requeue(error: LLMRateLimitError, budget: CallBudget) -> bool:
+    """A server 429: worth another go through the pool if a re-send is left
+    and its ``retry_after`` fits the time left (else fail fast with it)."""
+    if error.status_code != 429 or (error.retry_after or 0.0) >= budget.time_left():
+        return False
+    return budget.spend()
 
 
 def _has_native_counting(provider: Provider) -> bool:
     return type(provider).count_tokens is not Provider.count_tokens
+
+
+def _check_retry_args(max_retries: Any, retry_budget: Any) -> None:
+    if max_retries is not None and (isinstance(max_retries, bool) or not isinstance(max_retries, int)
+                                    or max_retries < 0):
+        raise LLMValidationError(f"max_retries must be a non-negative integer, got {max_retries!r}")
+    if retry_budget is not None and (isinstance(retry_budget, bool) or not isinstance(retry_budget, (int, float))
+                                     or retry_budget <= 0):
+        raise LLMValidationError(f"retry_budget must be a positive number of seconds, got {retry_budget!r}")
 
 
 def _stop_list(stop: Any) -> Optional[list[str]]:

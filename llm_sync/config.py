@@ -51,6 +51,7 @@ DEFAULT_MODELS = {
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 600.0
 DEFAULT_MAX_RETRIES = 2
+DEFAULT_RETRY_BUDGET = 60.0  # seconds a call may spend waiting between re-sends
 DEFAULT_ACQUIRE_TIMEOUT = 30.0
 DEFAULT_IDLE_TIMEOUT = 90.0
 # Without pool.max_size: this many calls in flight per key.
@@ -110,6 +111,7 @@ class ProviderConfig(_Strict):
     base_url: Optional[str] = None
     timeout: TimeoutConfig = TimeoutConfig()
     max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0, le=20)
+    retry_budget: Optional[PositiveFloat] = DEFAULT_RETRY_BUDGET
     rate_limits: list[RateLimitConfig] = Field(default_factory=list)
     headers: dict[str, str] = Field(default_factory=dict)
     pool: Optional[PoolConfig] = None

@@ -20,7 +20,7 @@ server text that is scrubbed by :func:`redact` before it is stored.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Optional
 
 __all__ = [
     "LLMError",
@@ -55,7 +55,10 @@ def redact(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
 
 
 class LLMError(Exception):
-    """Base of every llm_sync error."""
+    """Base of every llm_sync error. Attributes beyond the message are kept
+    in ``_attrs`` too, so pickling round-trips them."""
+
+    partial_text: str
 
     def __init__(self, message: str = "", **attrs: Any) -> None:
         message = redact(str(message))
@@ -94,6 +97,8 @@ class LLMTransportError(LLMError):
     """No usable response arrived. ``sent`` says whether the request may
     have reached the server (False: safe to retry, nothing was charged)."""
 
+    sent: bool
+
     def __init__(self, message: str = "", *, sent: bool = True, **attrs: Any) -> None:
         super().__init__(message, sent=sent, **attrs)
 
@@ -108,7 +113,10 @@ class LLMTimeoutError(LLMTransportError):
 
 class LLMStreamError(LLMConnectionError):
     """A stream failed after text was already yielded; ``partial_text``
-    holds what the caller received before the failure."""
+    holds what the caller received before the failure. ``cancelled`` is
+    True when the caller closed the stream early (no failure then)."""
+
+    partial_text: str
 
     def __init__(self, message: str = "", *, partial_text: str = "", **attrs: Any) -> None:
         super().__init__(message, partial_text=partial_text, **attrs)
@@ -116,6 +124,13 @@ class LLMStreamError(LLMConnectionError):
 
 class LLMProviderError(LLMError):
     """The server answered with an error status (or an error event)."""
+
+    status_code: Optional[int]
+    error_type: Optional[str]
+    request_id: Optional[str]
+    provider: Optional[str]
+    retry_after: Optional[float]
+    headers: dict[str, str]
 
     def __init__(
         self,

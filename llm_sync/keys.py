@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Optional
 import requests
 from pydantic import SecretStr
 
+from .budget import CallBudget
 from .config import RateLimitConfig
-from .errors import LLMError
 from .middleware.base import MiddlewareChain, Result
 from .models import LLMResponse
 from .providers.base import LLMRequest, Provider
@@ -53,6 +53,7 @@ class KeyClient:
         self._in_use = 0
         self._total_requests = 0
         self._failed_requests = 0
+        self._errors: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"<KeyClient {self.client_id} in_use={self._in_use} requests={self._total_requests}>"
@@ -76,11 +77,14 @@ class KeyClient:
         with self._lock:
             self._in_use -= 1
 
-    def _count(self, failed: bool) -> None:
+    def _count(self, error: Optional[BaseException]) -> None:
+        """One finished call; a stream the caller closed early is no failure."""
         with self._lock:
             self._total_requests += 1
-            if failed:
+            if error is not None and not getattr(error, "cancelled", False):
                 self._failed_requests += 1
+                name = type(error).__name__
+                self._errors[name] = self._errors.get(name, 0) + 1
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -90,13 +94,15 @@ class KeyClient:
                 "active_leases": self._in_use,
                 "total_requests": self._total_requests,
                 "failed_requests": self._failed_requests,
+                "errors": dict(self._errors),
                 "rate_limit_status": None,
             }
 
     # --- calls ------------------------------------------------------------
     def _context(self, request: LLMRequest, reservation: Optional[Reservation],
-                 deadline: Optional[float]) -> dict[str, Any]:
-        """Per-call state shared by the middleware of one call."""
+                 budget: Optional[CallBudget]) -> dict[str, Any]:
+        """Per-call state shared by the middleware of one call. ``requeue``:
+        the pool can send this call elsewhere after a 429."""
         return {
             "provider": self.provider.name.value,
             "client_id": self.client_id,
@@ -104,13 +110,15 @@ class KeyClient:
             "stream": request.stream,
             "started": time.monotonic(),
             "reservation": reservation,
-            "deadline": deadline,
+            "budget": budget,
+            "deadline": budget.deadline if budget is not None else None,
+            "requeue": budget is not None,
         }
 
     def complete(self, session: requests.Session, request: LLMRequest, timeout: Timeout,
-                 reservation: Optional[Reservation] = None, deadline: Optional[float] = None) -> LLMResponse:
+                 reservation: Optional[Reservation] = None, budget: Optional[CallBudget] = None) -> LLMResponse:
         """One non-streamed call through this key's middleware chain."""
-        context = self._context(request, reservation, deadline)
+        context = self._context(request, reservation, budget)
 
         def send(req: LLMRequest) -> Result:
             _going_out(reservation)
@@ -118,17 +126,18 @@ class KeyClient:
 
         try:
             result = self.middleware_chain.run(request, context, send)
-        except LLMError:
-            self._count(failed=True)
+        except Exception as error:
+            self._count(error)
             raise
-        self._count(failed=False)
+        self._count(None)
         assert isinstance(result, LLMResponse)
         return result
 
     def open_stream(self, session: requests.Session, request: LLMRequest, timeout: Timeout,
-                    lease: "Lease", deadline: Optional[float] = None) -> Stream:
+                    lease: "Lease", budget: Optional[CallBudget] = None) -> Stream:
         """Open a streamed call; the Stream releases ``lease`` when it ends."""
-        context = self._context(request, lease.reservation, deadline)
+        context = self._context(request, lease.reservation, budget)
+        deadline = context["deadline"]
 
         def send(req: LLMRequest) -> Result:
             _going_out(lease.reservation)
@@ -137,14 +146,13 @@ class KeyClient:
             stream = Stream(http, self.provider, self.client_id, started, lease, deadline)
             lease.track(stream)
             stream.context = context
-            stream.add_finisher(lambda response, error: self._count(
-                failed=error is not None and not getattr(error, "cancelled", False)))
+            stream.add_finisher(lambda response, error: self._count(error))
             return stream
 
         try:
             result = self.middleware_chain.run(request, context, send)
-        except LLMError:
-            self._count(failed=True)
+        except Exception as error:
+            self._count(error)
             raise
         assert isinstance(result, Stream)
         return result

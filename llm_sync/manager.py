@@ -17,11 +17,15 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 from .client import LLMClient, WorkerThreads
-from .config import DEFAULT_BASE_URLS, DEFAULT_LEASES_PER_KEY, DEFAULT_MODELS, LLMConfig, load_config
+from .config import DEFAULT_BASE_URLS, DEFAULT_LEASES_PER_KEY, DEFAULT_MODELS, LLMConfig, ProviderConfig, load_config
 from .errors import LLMConfigError, LLMError, LLMValidationError
 from .keys import KeyClient
 from .middleware.base import Middleware
+from .middleware.logging import LoggingMiddleware
+from .middleware.metrics import MetricsMiddleware, merge_metrics
 from .middleware.ratelimit import RateLimitMiddleware
+from .middleware.retry import RetryMiddleware
+from .prometheus import ProviderMetrics, make_collector, render_metrics_text
 from .models import LLMProvider
 from .pool import KeyPool
 from .providers import create_provider
@@ -51,7 +55,8 @@ class _ProviderRuntime:
             clock=clocks.clock, wall_clock=clocks.wall_clock, wait=clocks.wait,
         )
         for key in keys:
-            key.middleware_chain.add(RateLimitMiddleware(self.limiter, self.limiter.keys[key.index]))
+            for middleware in default_chain(settings, self.limiter, key.index, clocks):
+                key.middleware_chain.add(middleware)
         self.pool = KeyPool(
             provider.value,
             keys,
@@ -69,12 +74,36 @@ class _ProviderRuntime:
 
 @dataclass(frozen=True)
 class Clocks:
-    """Time as the limiter sees it; tests inject fakes."""
+    """Time as the limiter and the retries see it; tests inject fakes."""
 
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
     # How a caller waiting for rate-limit capacity blocks (Condition.wait).
     wait: Optional[Callable[[threading.Condition, Optional[float]], Any]] = None
+    # How a retry waits out its backoff.
+    sleep: Callable[[float], None] = time.sleep
+
+
+def default_chain(settings: ProviderConfig, limiter: ProviderLimiter, index: int,
+                  clocks: Clocks) -> list[Middleware]:
+    """Every key's chain, outermost first — the one place the order lives:
+
+    1. LoggingMiddleware    per call: one INFO line after all its attempts
+    2. MetricsMiddleware    per call: counts, latency, tokens, errors
+    3. RetryMiddleware      around the attempts: backoff, server hints, budget
+    4. RateLimitMiddleware  per attempt: admission before, correction after
+    5. user middleware      per attempt (``add`` appends innermost)
+
+    A rate-limit 429 leaves the chain: the pool requeues the call on the key
+    that can take it soonest. Streamed calls pass through the same chain;
+    ``process_response`` runs once, when the stream ends.
+    """
+    return [
+        LoggingMiddleware(),
+        MetricsMiddleware(),
+        RetryMiddleware(settings.max_retries, settings.retry_budget, sleep=clocks.sleep, clock=clocks.clock),
+        RateLimitMiddleware(limiter, limiter.keys[index]),
+    ]
 
 
 class LLMManager:
@@ -154,6 +183,37 @@ class LLMManager:
 
     def get_status(self, provider: Union[LLMProvider, str]) -> dict[str, Any]:
         return self._runtime(provider).pool.status()
+
+    def metrics(self, provider: Union[LLMProvider, str]) -> dict[str, Any]:
+        """Every key's MetricsMiddleware of ``provider``, aggregated."""
+        return merge_metrics(self._key_metrics(self._runtime(provider)).values())
+
+    def metrics_text(self) -> str:
+        """All providers' metrics in the Prometheus text format."""
+        return render_metrics_text(self._provider_metrics())
+
+    def prometheus_collector(self) -> Any:
+        """A ``prometheus_client`` collector with the same figures:
+        ``prometheus_client.REGISTRY.register(manager.prometheus_collector())``."""
+        return make_collector(self._provider_metrics)
+
+    @staticmethod
+    def _key_metrics(runtime: "_ProviderRuntime") -> dict[str, MetricsMiddleware]:
+        found = {}
+        for key in runtime.pool.clients:
+            middleware = key.middleware_chain.get_middleware(MetricsMiddleware)
+            if middleware is not None:
+                found[key.client_id] = middleware
+        return found
+
+    def _provider_metrics(self) -> dict[str, ProviderMetrics]:
+        return {
+            name.value: ProviderMetrics(
+                metrics={cid: m.get_metrics() for cid, m in self._key_metrics(runtime).items()},
+                status=runtime.pool.status(),
+            )
+            for name, runtime in self._runtimes.items()
+        }
 
     def add_middleware(self, middleware: Middleware, provider: Union[LLMProvider, str, None] = None) -> None:
         """Add ``middleware`` to the chain of every key (of one provider)."""

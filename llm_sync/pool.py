@@ -265,7 +265,8 @@ class KeyPool:
             "keys": len(self.clients),
             "closed": self._closed,
             "client_statuses": [
-                {**key.status(), "rate_limit_status": self.limiter.status(self.limiter.keys[key.index])}
+                {**key.status(), "paused_for": self.limiter.paused_for(self.limiter.keys[key.index]),
+                 "rate_limit_status": self.limiter.status(self.limiter.keys[key.index])}
                 for key in self.clients
             ],
         }

@@ -18,7 +18,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from .errors import LLMConnectionError, LLMTimeoutError
+from .errors import LLMConnectionError, LLMTimeoutError, LLMTransportError
 
 __all__ = ["KeyAuth", "HTTPRequest", "build_session", "send", "interrupt", "is_loopback", "USER_AGENT"]
 
@@ -154,7 +154,7 @@ def translate_connection_error(exc: BaseException, url: str) -> LLMConnectionErr
     return LLMConnectionError(f"{kind} {_host(url)}: {type(reason).__name__}", sent=sent)
 
 
-def read_error(exc: BaseException, url: str) -> Exception:
+def read_error(exc: BaseException, url: str) -> LLMTransportError:
     """Translate a failure while reading a (streamed) body."""
     if isinstance(exc, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)):
         return LLMTimeoutError(f"read timed out while receiving from {_host(url)}")

@@ -102,7 +102,13 @@ class MiddlewareChain:
         return removed
 
     def after_fork(self) -> None:
+        """In a forked child: fresh locks here and in any middleware that
+        keeps one (a lock held by another thread at fork would never open)."""
         self._lock = threading.Lock()
+        for middleware in self._items:
+            hook = getattr(middleware, "after_fork", None)
+            if callable(hook):
+                hook()
 
     def get_middleware(self, cls: type) -> Optional[Any]:
         """The first middleware that is an instance of ``cls``, or None."""

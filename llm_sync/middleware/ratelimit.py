@@ -54,7 +54,7 @@ class RateLimitMiddleware(Middleware):
             self.on_error(reservation, error)
             raise
         if isinstance(result, Stream):
-            result.add_finisher(lambda response, error: self._finish_stream(reservation, response, error))
+            result.add_finisher(lambda response, error: self._settle_stream(reservation, response, error))
             return result
         self._settle(reservation, result)
         return result
@@ -66,7 +66,7 @@ class RateLimitMiddleware(Middleware):
         else:  # a server that reports no usage: keep the estimate
             self.limiter.release(reservation, response.headers)
 
-    def _finish_stream(self, reservation: Reservation, response: Optional[LLMResponse],
+    def _settle_stream(self, reservation: Reservation, response: Optional[LLMResponse],
                        error: Optional[LLMError]) -> None:
         if response is not None:
             self._settle(reservation, response)

@@ -90,7 +90,8 @@ class AnthropicProvider(Provider):
         error = body.get("error") if isinstance(body, dict) else None
         if not isinstance(error, dict):
             return None, None, None
-        details = error.get("details") if isinstance(error.get("details"), dict) else {}
+        details = error.get("details")
+        details = details if isinstance(details, dict) else {}
         return error.get("message"), error.get("type"), details.get("error_code")
 
     def is_quota_error(self, body: Any, error_type: Optional[str], code: Optional[str]) -> bool:

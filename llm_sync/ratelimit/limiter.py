@@ -439,6 +439,11 @@ class ProviderLimiter:
             self._cond.notify_all()
 
     # --- status ---------------------------------------------------------
+    def paused_for(self, key: KeyLimiter) -> float:
+        """Seconds the key stays paused after a 429 (0 when serving)."""
+        with self._cond:
+            return round(max(0.0, key.paused_until - self.clock()), 3)
+
     def status(self, key: KeyLimiter) -> Optional[dict[str, Any]]:
         with self._cond:
             return key.status(self.clock(), self.wall_clock())

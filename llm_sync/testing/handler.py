@@ -346,10 +346,10 @@ def _apply_fault(exchange: Exchange, fault: Fault) -> None:
         body = openai_quota_error() if openai else anthropic_quota_error(now, exchange.request_id)
         exchange.send_json(429, body, fault.headers)
     elif fault.kind is FaultKind.INVALID_JSON:
-        body = json.dumps(
+        whole = json.dumps(
             openai_api.sample_body(exchange) if openai else anthropic_api.sample_body(exchange)
         ).encode()
-        exchange.send_bytes(200, body[: len(body) // 2], fault.headers)
+        exchange.send_bytes(200, whole[: len(whole) // 2], fault.headers)
     elif fault.kind is FaultKind.DISCONNECT:
         exchange._record(None)
         exchange.abort()

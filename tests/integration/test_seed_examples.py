@@ -198,3 +198,22 @@ def test_get_llm_manager_with_the_same_path_does_not_reread_it(configured, monke
     monkeypatch.setattr(manager_module, "load_config", lambda *a, **k: calls.append(a) or real(*a, **k))
     assert get_llm_manager(str(configured)) is first
     assert calls == []
+
+
+def test_export_metrics(configured, capsys):
+    from llm_sync import MetricsMiddleware
+
+    manager = get_llm_manager()
+    manager.get_client(LLMProvider.ANTHROPIC).complete_batch([f"q{i}" for i in range(8)])
+    # After running requests
+    pool = manager._pools[LLMProvider.ANTHROPIC]
+    for client in pool._clients:
+        metrics = client.middleware_chain.get_middleware(MetricsMiddleware).get_metrics()
+        print(f"Client metrics:")
+        print(f"  Total requests: {metrics['total_requests']}")
+        print(f"  Avg latency: {metrics['avg_latency']:.2f}ms")
+        print(f"  Success rate: {metrics['success_rate']:.1%}")
+    out = capsys.readouterr().out
+    totals = [int(line.split(":")[1]) for line in out.splitlines() if "Total requests" in line]
+    assert sum(totals) == 8 and len(totals) == 4
+    assert "Success rate: 100.0%" in out

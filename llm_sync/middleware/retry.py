@@ -1,0 +1,143 @@
+"""RetryMiddleware: re-send transient failures, the way the server asks.
+
+Retried: connection errors and timeouts, 408, 409, 429, 500, 502, 503, 504,
+529, and a 200 whose body was not valid JSON. Never: 400, 401, 403, 404,
+413, and a quota 429 (``LLMQuotaExceededError``). ``x-should-retry:
+true|false`` from the server overrides the status.
+
+Wait before a retry: the server's ``retry-after-ms``, else ``retry-after``
+(seconds or an HTTP date), else exponential backoff from 0.5 s doubling to
+8 s with full jitter. A wait longer than the call's remaining budget fails
+fast with ``LLMRateLimitError(retry_after=...)`` instead of sleeping past
+the deadline.
+
+A rate-limit 429 is not retried here when the call came through the pool:
+the rate limiter has paused the key, and the pool requeues the call on the
+key that can take it soonest (often another one). Both draw on the call's
+one :class:`CallBudget`.
+
+Placement: outside RateLimitMiddleware (each attempt is admitted and
+corrected anew), inside Logging and Metrics (they see one call). Streams
+are retried only while opening, before any chunk was yielded.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Callable, Optional
+
+import tenacity
+
+from ..budget import CallBudget
+from ..config import DEFAULT_RETRY_BUDGET
+from ..errors import (
+    RETRYABLE_STATUSES,
+    LLMError,
+    LLMProviderError,
+    LLMQuotaExceededError,
+    LLMRateLimitError,
+    LLMTransportError,
+)
+from ..providers.base import LLMRequest
+from .base import CallNext, Middleware, Result
+
+__all__ = ["RetryMiddleware", "is_retryable", "backoff"]
+
+BACKOFF_START = 0.5
+BACKOFF_CAP = 8.0
+
+
+def backoff(attempt: int, draw: Callable[[], float] = random.random) -> float:
+    """Full jitter: uniform in [0, min(cap, start * 2**(attempt-1))]."""
+    return draw() * min(BACKOFF_CAP, BACKOFF_START * 2 ** (attempt - 1))
+
+
+def is_retryable(error: BaseException) -> bool:
+    """The status-based decision, overridden by ``x-should-retry``."""
+    if not isinstance(error, LLMError) or isinstance(error, LLMQuotaExceededError):
+        return False
+    hint = (getattr(error, "headers", None) or {}).get("x-should-retry", "").strip().lower()
+    if hint in ("true", "false"):
+        return hint == "true"
+    if isinstance(error, LLMTransportError):
+        return not getattr(error, "deadline_passed", False)
+    if isinstance(error, LLMProviderError):
+        return error.status_code in RETRYABLE_STATUSES
+    return False
+
+
+class _OverBudget(Exception):
+    def __init__(self, wait: float, error: BaseException) -> None:
+        super().__init__(wait)
+        self.wait = wait
+        self.error = error
+
+
+class RetryMiddleware(Middleware):
+    """Thread-safe: no state changes per call; ``sleep``, ``clock`` and the
+    jitter's ``draw`` are injectable for tests."""
+
+    def __init__(self, max_retries: int = 2, retry_budget: Optional[float] = DEFAULT_RETRY_BUDGET, *,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 draw: Callable[[], float] = random.random) -> None:
+        self.max_retries = max_retries
+        self.retry_budget = retry_budget
+        self.sleep = sleep
+        self.clock = clock
+        self.draw = draw
+
+    def __repr__(self) -> str:
+        return f"<RetryMiddleware max_retries={self.max_retries} budget={self.retry_budget}>"
+
+    def handle(self, request: LLMRequest, context: dict[str, Any], call_next: CallNext) -> Result:
+        budget: CallBudget = context.get("budget") or CallBudget(
+            self.max_retries,
+            deadline=context.get("deadline"),
+            retry_deadline=None if self.retry_budget is None else self.clock() + self.retry_budget,
+            clock=self.clock,
+        )
+        requeue = bool(context.get("requeue"))
+
+        def should_retry(error: BaseException) -> bool:
+            if requeue and isinstance(error, LLMRateLimitError) and error.status_code == 429:
+                return False  # the pool requeues it, maybe on another key
+            return is_retryable(error)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            if budget.retries_left <= 0:
+                return 0.0  # stop() ends it; no budget check needed
+            error = state.outcome.exception() if state.outcome else None
+            hint = getattr(error, "retry_after", None)
+            delay = hint if hint is not None else backoff(state.attempt_number, self.draw)
+            if delay > budget.time_left():
+                raise _OverBudget(delay, error)  # type: ignore[arg-type]
+            return delay
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            budget.spend()
+            context["retries"] = context.get("retries", 0) + 1
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(should_retry),
+            stop=lambda state: budget.retries_left <= 0,
+            wait=wait,
+            sleep=self.sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    context["attempt"] = attempt.retry_state.attempt_number
+                    result = call_next(request)
+        except _OverBudget as over:
+            raise LLMRateLimitError(
+                f"the server asks to wait {over.wait:.2f}s before retrying, longer than the call has left "
+                f"({max(0.0, budget.time_left()):.2f}s): {over.error}",
+                retry_after=round(over.wait, 3),
+                status_code=getattr(over.error, "status_code", None),
+                error_type=getattr(over.error, "error_type", None),
+                provider=context.get("provider"),
+            ) from over.error
+        return result
