@@ -143,7 +143,9 @@ class KeyClient:
             _going_out(lease.reservation)
             started = time.monotonic()
             http = self.provider.open_stream(session, self._auth, req, timeout)
-            stream = Stream(http, self.provider, self.client_id, started, lease, deadline)
+            stream = Stream(http, self.provider, self.client_id, started, deadline=deadline)
+            stream.prime()  # an error before the first chunk is retried in the chain
+            stream.attach(lease)
             lease.track(stream)
             stream.context = context
             stream.add_finisher(lambda response, error: self._count(error))

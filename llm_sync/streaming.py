@@ -96,6 +96,7 @@ class Stream:
         self._iterating = False
         self._lock = threading.Lock()  # guards _ended and _closed
         self._ended = False  # succeeded, failed or closed early: finishers ran
+        self._outcome: Optional[list[Any]] = None  # [response, error] once ended
         self._closed = False
         self.context: dict[str, Any] = {}
 
@@ -116,7 +117,32 @@ class Stream:
         return self._closed
 
     def add_finisher(self, finisher: StreamFinisher) -> None:
-        self._finishers.append(finisher)
+        """Run ``finisher`` when the stream ends — at once if it already has
+        (a short stream can end while it is being primed)."""
+        if self._outcome is None:
+            self._finishers.append(finisher)
+            return
+        response, error = self._outcome
+        result = finisher(response, error)
+        if response is not None and result is not None:
+            self._response = self._outcome[0] = result  # type: ignore[index]
+
+    def prime(self) -> None:
+        """Read until the first text chunk is ready (or the end). A failure
+        before any text is raised here — inside the middleware chain, where
+        it is retried like any other — rather than to the caller's loop.
+        After text, a failure reaches the caller after that text."""
+        while not self._pending and not self._ended:
+            self._pump()
+        if self._error is not None and not self._pending:
+            error, self._error = self._error, None
+            raise error
+
+    def attach(self, owner: StreamOwner) -> None:
+        """Hand the stream its lease, once it has started well."""
+        self._owner = owner
+        if self._closed:
+            owner.release()
 
     def __iter__(self) -> "Stream":
         if self._iterating and self._ended and not self._pending and self._error is None:
@@ -153,6 +179,7 @@ class Stream:
             self._ended = True
         try:
             if cancelled:
+                self._pending.clear()  # closed by the caller: nothing more to read
                 interrupt(self._http)  # wake a reader blocked in recv()
             self._http.close()
         finally:
@@ -264,4 +291,5 @@ class Stream:
             result = finisher(response, error)
             if response is not None and result is not None:
                 response = result
+        self._outcome = [response, error]
         return response

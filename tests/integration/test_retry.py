@@ -225,3 +225,23 @@ def test_one_info_line_per_call_and_bodies_only_at_debug(manager, llm_simulator,
     for record in caplog.records:
         for key in llm_simulator.keys:
             assert key not in record.getMessage()
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_stream_error_before_the_first_chunk_is_retried(manager, llm_simulator, sleeps, provider):
+    llm_simulator.inject_stream_error(after_chunks=0, path=PATHS[provider])
+    m = manager()
+    chunks = list(m.get_client(provider).stream_complete("hi"))
+    assert "".join(chunks) == "Simulated reply to: hi"  # nothing of the failed attempt leaked in
+    assert len(sleeps) == 1 and llm_simulator.request_count(path=PATHS[provider]) == 2
+    assert m.get_status(provider)["available_clients"] == m.get_status(provider)["total_clients"]
+
+
+def test_stream_error_after_text_is_not_retried_and_carries_it(manager, llm_simulator, sleeps):
+    llm_simulator.inject_stream_error(after_chunks=2)
+    received = []
+    with pytest.raises(LLMProviderError) as info:
+        for chunk in manager().get_client("anthropic").stream_complete("hi there friend"):
+            received.append(chunk)
+    assert info.value.partial_text == "".join(received) != ""
+    assert sleeps == [] and llm_simulator.request_count() == 1
