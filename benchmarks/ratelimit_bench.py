@@ -75,9 +75,14 @@ def run(scenario: str, requests: int, provider: LLMProvider) -> dict[str, Any]:
             "max_retries": 4,
         }
         if scenario in ("matching", "stricter"):
+            # Exactly what each provider enforces: Anthropic requests, input
+            # and output tokens; OpenAI requests and the combined tokens.
+            token_limits = (
+                (lambda tpm: {"input_tokens_per_minute": tpm, "output_tokens_per_minute": OUTPUT_TPM})
+                if provider is LLMProvider.ANTHROPIC else (lambda tpm: {"tokens_per_minute": tpm})
+            )
             provider_config["rate_limits"] = [
-                {"requests_per_minute": REQUESTS_PER_MINUTE, "input_tokens_per_minute": tpm,
-                 "output_tokens_per_minute": OUTPUT_TPM, "tokens_per_minute": tpm,
+                {"requests_per_minute": REQUESTS_PER_MINUTE, **token_limits(tpm),
                  **({"burst_seconds": 6.0} if scenario == "matching" else {})}
                 for tpm in INPUT_TPM
             ]

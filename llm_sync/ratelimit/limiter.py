@@ -32,6 +32,15 @@ __all__ = ["Cost", "Reservation", "KeyLimiter", "ProviderLimiter", "PROBE_IN_FLI
 _NO_WAIT = 1e-6
 
 
+def _claim(reservation: "Reservation") -> bool:
+    """Settle, refund and release each end a reservation once: the first
+    claims it. Called under the limiter's lock."""
+    if reservation.done:
+        return False
+    reservation.done = True
+    return True
+
+
 def _hint(wait: float) -> Optional[float]:
     """A retry_after worth giving: finite and positive, else None."""
     return round(wait, 3) if 0 < wait < math.inf else None
@@ -369,9 +378,8 @@ class ProviderLimiter:
                headers: Optional[Mapping[str, str]] = None) -> None:
         """Correct the charges to the actual usage; sync from headers."""
         with self._cond:
-            if reservation.done:
+            if not _claim(reservation):
                 return
-            reservation.done = True
             key, now = reservation.key, self.clock()
             actual = dict(reservation.amounts)
             if input_tokens is not None:
@@ -396,9 +404,8 @@ class ProviderLimiter:
         """Give the charges back: the server never saw the call, or refused
         it without counting its tokens (``keep_request``: it did count it)."""
         with self._cond:
-            if reservation.done:
+            if not _claim(reservation):
                 return
-            reservation.done = True
             key, now = reservation.key, self.clock()
             amounts = dict(reservation.amounts)
             if keep_request:
@@ -412,10 +419,8 @@ class ProviderLimiter:
     def release(self, reservation: Reservation, headers: Optional[Mapping[str, str]] = None) -> None:
         """The call ended without usage figures: keep the charges as made."""
         with self._cond:
-            if reservation.done:
-                return
-            reservation.done = True
-            self._finish(reservation, headers, self.clock())
+            if _claim(reservation):
+                self._finish(reservation, headers, self.clock())
 
     def _finish(self, reservation: Reservation, headers: Optional[Mapping[str, str]], now: float,
                 pending_refund: Optional[Mapping[str, float]] = None) -> None:
