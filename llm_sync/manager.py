@@ -116,6 +116,13 @@ class LLMManager:
 
     def __init__(self, config: ConfigSource = None, *, clocks: Optional[Clocks] = None) -> None:
         self.config = load_config(config)
+        if self.config.rate_limit_backend != "memory":
+            # Accepted by the schema (the contract names it) but not built
+            # yet: refusing beats silently limiting per process only.
+            raise LLMConfigError(
+                "rate_limit_backend: limits shared through Redis are not available in this version; "
+                "use 'memory' (limits per process)"
+            )
         self._lock = threading.Lock()
         self._closed = False
         clocks = clocks or Clocks()

@@ -407,3 +407,9 @@ def test_yaml_syntax_error_names_position_but_never_quotes_the_line(tmp_path):
         load_config(path)
     assert "gw-7f3a9c2e5b1d4f60a8e2" not in str(info.value)
     assert "line" in str(info.value)
+
+
+def test_redis_backend_is_refused_until_it_exists_rather_than_ignored():
+    with pytest.raises(LLMConfigError, match="rate_limit_backend"):
+        LLMManager.from_dict({"providers": {"anthropic": {"api_keys": ["k"]}},
+                              "rate_limit_backend": "redis://127.0.0.1:6379/0"})
