@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from .errors import LLMTimeoutError
+
 __all__ = ["CallBudget"]
 
 
@@ -29,6 +31,23 @@ class CallBudget:
         """Seconds a retry may still wait (inf when unbounded)."""
         limits = [d for d in (self.deadline, self.retry_deadline) if d is not None]
         return min(limits) - self.clock() if limits else math.inf
+
+    def wait_deadline(self) -> Optional[float]:
+        """How long a re-send may wait (for a lease, for capacity): the
+        sooner of the call's deadline and its retry budget."""
+        limits = [d for d in (self.deadline, self.retry_deadline) if d is not None]
+        return min(limits) if limits else None
+
+    def http_timeout(self, connect: float, read: Optional[float]) -> tuple[float, Optional[float]]:
+        """(connect, read) for the next attempt, cut to the time the call
+        has left; LLMTimeoutError once its deadline has passed."""
+        if self.deadline is None:
+            return connect, read
+        remaining = self.deadline - self.clock()
+        if remaining <= 0:
+            raise LLMTimeoutError("the call's deadline passed before it could be sent", sent=False,
+                                  deadline_passed=True)
+        return min(connect, remaining), remaining if read is None else min(read, remaining)
 
     def spend(self) -> bool:
         """Take one re-send; False when none is left."""

@@ -101,6 +101,7 @@ class LLMClient:
             with lease:
                 return lease.key.complete(lease.session, request, http_timeout, lease.reservation, budget)
 
+
         return self._through_pool(request, timeout, max_retries, retry_budget, send)
 
     def stream(self, messages: MessagesInput, *, model: Optional[str] = None, max_tokens: int = 1024,
@@ -126,14 +127,16 @@ class LLMClient:
         deadline = self._deadline(timeout)
         budget = self._budget(deadline, max_retries, retry_budget)
         cost = self._cost(request, deadline)
+        wait_until = deadline  # the first attempt may wait its whole timeout
         while True:
-            lease = self._pool.acquire(self._acquire_wait(deadline), cost)
+            lease = self._pool.acquire(self._acquire_wait(wait_until), cost)
             try:
-                return send(lease, budget, self._http_timeout(deadline))
+                return send(lease, budget, (self._timeout.connect, self._timeout.read))
             except LLMRateLimitError as error:
                 lease.release()
-                if not _requeue(error, budget):
+                if not getattr(error, "requeued", False):  # decided by RetryMiddleware
                     raise
+                wait_until = budget.wait_deadline()  # a re-send waits within the retry budget
             except BaseException:
                 lease.release()
                 raise
@@ -164,11 +167,19 @@ class LLMClient:
             count = lease.key.count_tokens(lease.session, request, self._http_timeout(deadline))
         return count if count is not None else estimate_tokens(request.messages, request.system)
 
+    def _counted_or_estimated(self, request: LLMRequest, deadline: Optional[float]) -> int:
+        """For a reservation: the native count, or the estimate if counting
+        fails (a count is an aid to the limiter, never a reason to fail)."""
+        try:
+            return self._native_count(request, deadline)
+        except LLMError:
+            return estimate_tokens(request.messages, request.system)
+
     def _cost(self, request: LLMRequest, deadline: Optional[float]) -> Cost:
         """What the rate limiter reserves: the input estimate (or the
         provider's own count) and max_tokens of output."""
         if self._native_counting:
-            tokens = self._native_count(request, deadline)
+            tokens = self._counted_or_estimated(request, deadline)
         else:
             tokens = estimate_tokens(request.messages, request.system)
         return Cost(tokens, request.max_tokens)
@@ -287,14 +298,6 @@ class LLMClient:
 
 _CALL_ARGS = frozenset({"model", "max_tokens", "temperature", "system", "stop", "timeout", "max_retries",
                         "retry_budget"})
-
-
-def _requeue(error: LLMRateLimitError, budget: CallBudget) -> bool:
-    """A server 429: worth another go through the pool if a re-send is left
-    and its ``retry_after`` fits the time left (else fail fast with it)."""
-    if error.status_code != 429 or (error.retry_after or 0.0) >= budget.time_left():
-        return False
-    return budget.spend()
 
 
 def _has_native_counting(provider: Provider) -> bool:

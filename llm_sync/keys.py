@@ -78,13 +78,17 @@ class KeyClient:
             self._in_use -= 1
 
     def _count(self, error: Optional[BaseException]) -> None:
-        """One finished call; a stream the caller closed early is no failure."""
+        """One finished call; a stream the caller closed early is no failure.
+        An attempt the pool sends on elsewhere (a 429) is no call of this
+        key, but its error still shows in the key's ``errors``."""
         with self._lock:
-            self._total_requests += 1
             if error is not None and not getattr(error, "cancelled", False):
-                self._failed_requests += 1
                 name = type(error).__name__
                 self._errors[name] = self._errors.get(name, 0) + 1
+                if getattr(error, "requeued", False):
+                    return
+                self._failed_requests += 1
+            self._total_requests += 1
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -122,7 +126,7 @@ class KeyClient:
 
         def send(req: LLMRequest) -> Result:
             _going_out(reservation)
-            return self.provider.complete(session, self._auth, req, timeout)
+            return self.provider.complete(session, self._auth, req, _attempt_timeout(timeout, budget))
 
         try:
             result = self.middleware_chain.run(request, context, send)
@@ -142,11 +146,9 @@ class KeyClient:
         def send(req: LLMRequest) -> Result:
             _going_out(lease.reservation)
             started = time.monotonic()
-            http = self.provider.open_stream(session, self._auth, req, timeout)
+            http = self.provider.open_stream(session, self._auth, req, _attempt_timeout(timeout, budget))
             stream = Stream(http, self.provider, self.client_id, started, deadline=deadline)
             stream.prime()  # an error before the first chunk is retried in the chain
-            stream.attach(lease)
-            lease.track(stream)
             stream.context = context
             stream.add_finisher(lambda response, error: self._count(error))
             return stream
@@ -157,6 +159,10 @@ class KeyClient:
             self._count(error)
             raise
         assert isinstance(result, Stream)
+        # Only now, with every finisher registered, does the stream own the
+        # lease: a stream that already ended settles before the lease goes.
+        result.attach(lease)
+        lease.track(result)
         return result
 
     def count_tokens(self, session: requests.Session, request: LLMRequest, timeout: Timeout) -> Optional[int]:
@@ -168,3 +174,8 @@ def _going_out(reservation: Optional[Reservation]) -> None:
     user removed it): a key must not look forever unanswered."""
     if reservation is not None and reservation.sent_at is None and not reservation.done:
         reservation.limiter.mark_sent(reservation)
+
+
+def _attempt_timeout(timeout: Timeout, budget: Optional[CallBudget]) -> Timeout:
+    """(connect, read) for this attempt: retries get what the call has left."""
+    return budget.http_timeout(*timeout) if budget is not None else timeout

@@ -116,6 +116,11 @@ class Stream:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The response headers (lower-case names), known once it opened."""
+        return {k.lower(): v for k, v in self._http.headers.items()}
+
     def add_finisher(self, finisher: StreamFinisher) -> None:
         """Run ``finisher`` when the stream ends — at once if it already has
         (a short stream can end while it is being primed)."""
@@ -287,9 +292,18 @@ class Stream:
             self.close()
 
     def _run_finishers(self, response: Optional[LLMResponse], error: Optional[LLMError]) -> Optional[LLMResponse]:
+        """Every finisher runs, even if one raises (the first failure is
+        raised after all ran): the limiter and counters must always settle."""
+        failure: Optional[BaseException] = None
         for finisher in self._finishers:
-            result = finisher(response, error)
+            try:
+                result = finisher(response, error)
+            except Exception as exc:
+                failure = failure or exc
+                continue
             if response is not None and result is not None:
                 response = result
         self._outcome = [response, error]
+        if failure is not None:
+            raise failure
         return response

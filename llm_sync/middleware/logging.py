@@ -61,6 +61,10 @@ class LoggingMiddleware(Middleware):
 
     def process_error(self, error: LLMError, context: dict[str, Any]) -> None:
         cancelled = getattr(error, "cancelled", False)
+        if getattr(error, "requeued", False):  # the call goes on, on another lease: not its end
+            self.logger.debug("%s %s requeued after %s: %s", context.get("provider"), context.get("client_id"),
+                              type(error).__name__, error)
+            return None
         level = logging.INFO if cancelled else logging.WARNING
         if self.logger.isEnabledFor(level):
             status = getattr(error, "status_code", None)

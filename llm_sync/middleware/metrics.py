@@ -195,10 +195,12 @@ class MetricsMiddleware(Middleware):
         limited = getattr(error, "status_code", None) == 429
         with self._lock:
             s = self._state
-            s.failed += 1
-            s.errors[name] = s.errors.get(name, 0) + 1
             if limited:
                 s.rate_limited += 1
+            if getattr(error, "requeued", False):
+                return  # an attempt the pool sends on: the call ends elsewhere
+            s.failed += 1
+            s.errors[name] = s.errors.get(name, 0) + 1
             self._key(client_id).failed += 1
 
     def _key(self, client_id: str) -> _KeyCounts:

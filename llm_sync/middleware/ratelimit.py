@@ -45,24 +45,42 @@ class RateLimitMiddleware(Middleware):
     def handle(self, request: LLMRequest, context: dict[str, Any], call_next: CallNext) -> Result:
         reservation: Optional[Reservation] = context.pop("reservation", None)
         if reservation is None or reservation.done or reservation.key is not self.key:
-            cost = Cost(estimate_tokens(request.messages, request.system), request.max_tokens)
-            reservation = self.limiter.reserve(cost, context.get("deadline"), only=self.key)
+            reservation = self._admit_retry(request, context)
         self.limiter.mark_sent(reservation)
         try:
             result = call_next(request)
         except LLMError as error:
             self.on_error(reservation, error)
             raise
+        except BaseException:
+            self.limiter.release(reservation)  # a bug below us: keep the charges, free the slot
+            raise
         if isinstance(result, Stream):
+            self.limiter.observe(reservation, result.headers)
             result.add_finisher(lambda response, error: self._settle_stream(reservation, response, error))
             return result
         self._settle(reservation, result)
         return result
 
+    def _admit_retry(self, request: LLMRequest, context: dict[str, Any]) -> Reservation:
+        """A retried attempt on this key. If the key is paused (another
+        call's 429) and the pool can place the call, hand it back instead
+        of waiting: another key may take it now."""
+        paused = self.limiter.paused_for(self.key)
+        if paused > 0 and context.get("requeue"):
+            raise LLMRateLimitError(f"{self.key.client_id} is paused for {paused:.2f}s",
+                                    retry_after=paused, key_paused=True)
+        budget = context.get("budget")
+        deadline = budget.wait_deadline() if budget is not None else context.get("deadline")
+        cost = Cost(estimate_tokens(request.messages, request.system), request.max_tokens)
+        return self.limiter.reserve(cost, deadline, only=self.key)
+
     def _settle(self, reservation: Reservation, response: LLMResponse) -> None:
         usage = response.usage
         if usage.input_tokens or usage.output_tokens:
-            self.limiter.settle(reservation, usage.input_tokens, usage.output_tokens, response.headers)
+            # Writing a prompt to Anthropic's cache counts toward its input limit.
+            counted = usage.input_tokens + (getattr(usage, "cache_creation_input_tokens", 0) or 0)
+            self.limiter.settle(reservation, counted, usage.output_tokens, response.headers)
         else:  # a server that reports no usage: keep the estimate
             self.limiter.release(reservation, response.headers)
 
@@ -76,7 +94,7 @@ class RateLimitMiddleware(Middleware):
     def on_error(self, reservation: Reservation, error: LLMError) -> None:
         headers = getattr(error, "headers", None)
         if isinstance(error, LLMTransportError) and not error.sent:
-            self.limiter.refund(reservation)  # never reached the server
+            self.limiter.refund(reservation, answered=False)  # never reached the server
         elif isinstance(error, LLMRateLimitError) and error.status_code == 429 \
                 and not getattr(error, "mid_stream", False):
             self.limiter.refund(reservation, headers)  # refused: nothing was counted

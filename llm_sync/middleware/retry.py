@@ -68,10 +68,34 @@ def is_retryable(error: BaseException) -> bool:
 
 
 class _OverBudget(Exception):
-    def __init__(self, wait: float, error: BaseException) -> None:
+    def __init__(self, wait: float, error: BaseException, from_server: bool) -> None:
         super().__init__(wait)
         self.wait = wait
         self.error = error
+        self.from_server = from_server
+
+
+def _for_the_pool(error: BaseException) -> bool:
+    """Failures the pool handles better than a retry on this key: a
+    rate-limit 429 (this key is now paused) or a retry whose key is paused."""
+    if getattr(error, "key_paused", False):
+        return True
+    return isinstance(error, LLMRateLimitError) and error.status_code == 429
+
+
+def _decide_requeue(error: BaseException, budget: CallBudget) -> None:
+    """Mark ``error.requeued`` when the pool should send the call again:
+    the server allows it, the wait fits the time left, a re-send is left.
+    Middleware outside this one then sees an attempt, not a failed call."""
+    if getattr(error, "key_paused", False):
+        requeued = True  # nothing was sent: no re-send spent
+    else:
+        hint = (getattr(error, "headers", None) or {}).get("x-should-retry", "").strip().lower()
+        fits = (getattr(error, "retry_after", None) or 0.0) < budget.time_left()
+        requeued = hint != "false" and fits and budget.spend()
+    error.requeued = requeued  # type: ignore[attr-defined]
+    if isinstance(error, LLMError):
+        error._attrs["requeued"] = requeued
 
 
 class RetryMiddleware(Middleware):
@@ -100,8 +124,9 @@ class RetryMiddleware(Middleware):
         requeue = bool(context.get("requeue"))
 
         def should_retry(error: BaseException) -> bool:
-            if requeue and isinstance(error, LLMRateLimitError) and error.status_code == 429:
-                return False  # the pool requeues it, maybe on another key
+            if requeue and _for_the_pool(error):
+                _decide_requeue(error, budget)  # the pool sends it on, maybe to another key
+                return False
             return is_retryable(error)
 
         def wait(state: tenacity.RetryCallState) -> float:
@@ -111,7 +136,7 @@ class RetryMiddleware(Middleware):
             hint = getattr(error, "retry_after", None)
             delay = hint if hint is not None else backoff(state.attempt_number, self.draw)
             if delay > budget.time_left():
-                raise _OverBudget(delay, error)  # type: ignore[arg-type]
+                raise _OverBudget(delay, error, from_server=hint is not None)  # type: ignore[arg-type]
             return delay
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
@@ -132,6 +157,8 @@ class RetryMiddleware(Middleware):
                     context["attempt"] = attempt.retry_state.attempt_number
                     result = call_next(request)
         except _OverBudget as over:
+            if not over.from_server:
+                raise over.error from None  # our own backoff does not fit: the failure stands
             raise LLMRateLimitError(
                 f"the server asks to wait {over.wait:.2f}s before retrying, longer than the call has left "
                 f"({max(0.0, budget.time_left()):.2f}s): {over.error}",

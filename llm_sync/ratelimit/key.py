@@ -29,6 +29,9 @@ PROBE_IN_FLIGHT = 2
 # The input-token estimate is calibrated against actual usage with this
 # weight per observation (exponential moving average).
 CALIBRATION_WEIGHT = 0.2
+# ... and kept within this range: one odd answer (a prompt served from the
+# cache, say) must not make every later estimate absurd.
+CALIBRATION_RANGE = (0.25, 4.0)
 # A call reaches the server a little after we admit it. While a bucket sits
 # full, refill is wasted, and the server's bucket stays full that much
 # longer than ours: from then on it runs ``rate * transit`` behind our view.
@@ -109,6 +112,7 @@ class KeyLimiter:
         """Move the estimate's scale toward what the provider counted."""
         if estimate > 0 and actual > 0:
             self.calibration += CALIBRATION_WEIGHT * (actual / estimate - self.calibration)
+            self.calibration = min(CALIBRATION_RANGE[1], max(CALIBRATION_RANGE[0], self.calibration))
 
     def amounts(self, cost: Cost) -> dict[str, float]:
         estimate = max(1.0, math.ceil(cost.input_tokens * self.calibration))
@@ -156,7 +160,8 @@ class KeyLimiter:
                 bucket.give(amount, now)
 
     def sync(self, reported: Mapping[str, HeaderLimit], reservation: Optional[Reservation], now: float,
-             pending_refund: Optional[Mapping[str, float]] = None) -> None:
+             pending_refund: Optional[Mapping[str, float]] = None,
+             in_flight: Optional[Mapping[str, float]] = None) -> None:
         """Pull buckets down to what the server says remains, learn limits
         the config does not give, and learn a smaller burst capacity.
 
@@ -199,6 +204,8 @@ class KeyLimiter:
             # every unsettled call: a bucket learned now (or a configured
             # one the server turns out to be stricter than) starts exact.
             others = self.outstanding[dimension] if first_answer else self.unsent[dimension]
+            if first_answer and in_flight:  # this call is still out, yet already in ``remaining``
+                others -= in_flight.get(dimension, 0.0)
             bound = (
                 min(bucket.capacity, header.remaining + bucket.rate * max(0.0, since))
                 - others

@@ -62,6 +62,7 @@ class ProviderLimiter:
                      for i, (cid, cfg) in enumerate(keys)]
         self._sequence = 0
         self._line: list[int] = []  # tickets of callers waiting, first come first
+        self._pinned = 0  # callers waiting for one particular key
         self._next_ticket = 0
         # How a waiter blocks: Condition.wait by default; fake clocks in
         # tests advance time here instead.
@@ -91,7 +92,9 @@ class ProviderLimiter:
         LLMRateLimitError (with ``retry_after``) when it would not be
         admitted before ``deadline``.
         """
-        candidates = [only] if only is not None else self.keys
+        if only is not None:
+            return self._reserve_on(only, cost, deadline)
+        candidates = self.keys
         with self._cond:
             ticket = self._next_ticket
             self._next_ticket += 1
@@ -119,6 +122,28 @@ class ProviderLimiter:
             finally:
                 self._line.remove(ticket)
                 self._cond.notify_all()
+
+    def _reserve_on(self, key: KeyLimiter, cost: Cost, deadline: Optional[float]) -> Reservation:
+        """A caller bound to one key (a retry on the key it is on) waits for
+        that key alone, outside the shared line: it must not hold up calls
+        that could use other keys."""
+        with self._cond:
+            self._pinned += 1
+            try:
+                while True:
+                    now = self.clock()
+                    wait, choice = self._soonest(cost, [key], now)
+                    if choice is not None and wait <= _NO_WAIT:
+                        return self._charge(choice, cost, now)
+                    remaining = math.inf if deadline is None else deadline - now
+                    if wait > remaining or remaining <= 0:
+                        raise LLMRateLimitError(
+                            f"rate limit: {key.client_id} cannot admit this call before its deadline",
+                            retry_after=_hint(wait))
+                    timeout = min(wait, remaining)
+                    self._wait(self._cond, None if math.isinf(timeout) else timeout)
+            finally:
+                self._pinned -= 1
 
     def _soonest(self, cost: Cost, candidates: list[KeyLimiter],
                  now: float) -> tuple[float, Optional[KeyLimiter]]:
@@ -157,8 +182,8 @@ class ProviderLimiter:
 
     @property
     def waiting(self) -> int:
-        """Callers in line for rate-limit capacity."""
-        return len(self._line)
+        """Callers waiting for rate-limit capacity."""
+        return len(self._line) + self._pinned
 
     # --- settlement -----------------------------------------------------
     def mark_sent(self, reservation: Reservation) -> None:
@@ -195,8 +220,20 @@ class ProviderLimiter:
             pending = {"output_tokens": reservation.amounts["output_tokens"] - actual["output_tokens"]}
             self._finish(reservation, headers, now, pending)
 
+    def observe(self, reservation: Reservation, headers: Mapping[str, str]) -> None:
+        """A stream's headers, read when it opens: its key has answered, and
+        the buckets can be synced now rather than when the stream ends."""
+        with self._cond:
+            if reservation.done:
+                return
+            key = reservation.key
+            key.sync(parse_rate_limit_headers(headers, self.wall_clock()), reservation, self.clock(),
+                     in_flight=reservation.amounts)
+            key.answered = True
+            self._cond.notify_all()
+
     def refund(self, reservation: Reservation, headers: Optional[Mapping[str, str]] = None, *,
-               keep_request: bool = False) -> None:
+               keep_request: bool = False, answered: bool = True) -> None:
         """Give the charges back: the server never saw the call, or refused
         it without counting its tokens (``keep_request``: it did count it)."""
         with self._cond:
@@ -210,7 +247,7 @@ class ProviderLimiter:
             if reservation.sent_at is None:
                 for dimension, amount in reservation.amounts.items():
                     key.unsent[dimension] -= amount
-            self._finish(reservation, headers, now)
+            self._finish(reservation, headers, now, answered=answered)
 
     def release(self, reservation: Reservation, headers: Optional[Mapping[str, str]] = None) -> None:
         """The call ended without usage figures: keep the charges as made."""
@@ -219,7 +256,9 @@ class ProviderLimiter:
                 self._finish(reservation, headers, self.clock())
 
     def _finish(self, reservation: Reservation, headers: Optional[Mapping[str, str]], now: float,
-                pending_refund: Optional[Mapping[str, float]] = None) -> None:
+                pending_refund: Optional[Mapping[str, float]] = None, answered: bool = True) -> None:
+        """Common end of a reservation. ``answered``: the server did answer
+        (False for a call that never reached it: the key is still unknown)."""
         key = reservation.key
         for dimension, amount in reservation.amounts.items():
             key.outstanding[dimension] -= amount
@@ -227,9 +266,9 @@ class ProviderLimiter:
             key.in_flight -= 1
         if headers:
             key.sync(parse_rate_limit_headers(headers, self.wall_clock()), reservation, now, pending_refund)
-            if reservation.sent_at is not None:
+            if reservation.sent_at is not None and answered:
                 key.answered = True
-        elif reservation.sent_at is not None and key.probing:
+        elif answered and reservation.sent_at is not None and key.probing:
             key.answered = True  # a server without rate-limit headers: nothing to learn
         self._cond.notify_all()
 

@@ -183,7 +183,8 @@ def test_a_429_pauses_its_key_and_the_call_succeeds_on_another(llm_simulator, ma
     assert stats[1][200] == 1
     statuses = manager.get_status(provider)["client_statuses"]
     assert 4.0 < statuses[0]["rate_limit_status"]["paused_for"] <= 5.0
-    assert statuses[0]["failed_requests"] == 1
+    assert statuses[0]["failed_requests"] == 0  # requeued: an attempt, not a failed call
+    assert statuses[0]["errors"] == {"LLMRateLimitError": 1}
     assert statuses[1]["rate_limit_status"]["paused_for"] == 0.0
     # the refused call was refunded: only the successful one is charged on key 1
     assert statuses[0]["rate_limit_status"]["requests_remaining"] == 1200

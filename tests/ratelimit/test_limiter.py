@@ -846,3 +846,18 @@ def test_transit_margin_admits_only_with_refill_to_spare():
     waits.clear()
     limiter.reserve(Cost(1, 1), None)
     assert sum(waits) == pytest.approx(1.0)  # one request a second: the rate is unchanged
+
+
+def test_calibration_stays_within_bounds_after_odd_answers():
+    h = Harness([cfg(input_tokens_per_minute=1_000_000)])
+    for _ in range(50):  # a cached prompt: the provider counts almost nothing
+        h.call(10_000, 1, actual_in=10)
+    assert h.key().calibration >= 0.25
+
+
+def test_a_call_that_never_reached_the_server_does_not_end_probing():
+    h = Harness([None], answered=False)
+    r = h.reserve(10, 1)
+    h.limiter.mark_sent(r)
+    h.limiter.refund(r, answered=False)
+    assert h.key().probing
