@@ -15,13 +15,6 @@ KEYS = {"anthropic": "sk-ant-test-SECRET-0001", "openai": "sk-test-SECRET-0002"}
 
 
 @pytest.fixture
-def mock() -> Iterator[responses.RequestsMock]:
-    # Nothing registered: any request that got out would fail with ConnectionError.
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
-
-
-@pytest.fixture
 def manager() -> Iterator[LLMManager]:
     with LLMManager.from_dict({
         "providers": {name: {"api_keys": [KEYS[name]], "base_url": BASES[name], "max_retries": 0} for name in BASES},

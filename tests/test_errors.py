@@ -54,12 +54,6 @@ STATUS_TABLE = [
 
 
 @pytest.fixture
-def mock() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
-
-
-@pytest.fixture
 def manager() -> Iterator[LLMManager]:
     with LLMManager.from_dict({
         "providers": {

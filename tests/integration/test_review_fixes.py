@@ -4,7 +4,6 @@ test here failed before its fix."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 

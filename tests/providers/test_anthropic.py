@@ -39,12 +39,6 @@ FULL_RESPONSE: dict[str, Any] = {
 }
 
 
-@pytest.fixture
-def mock() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
-
-
 def make_manager(base_url: str = BASE, keys: tuple[str, ...] = (KEY0,), **provider: Any) -> LLMManager:
     return LLMManager.from_dict({
         "providers": {

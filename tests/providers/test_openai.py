@@ -32,12 +32,6 @@ def completion(content: Any = "Hello there!", finish_reason: str = "stop", usage
     }
 
 
-@pytest.fixture
-def mock() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
-
-
 def make_manager(base_url: str | None = BASE, **provider: Any) -> LLMManager:
     entry: dict[str, Any] = {"api_keys": [KEY0], "models": [MODEL], "max_retries": 0, **provider}
     if base_url is not None:

@@ -1,0 +1,16 @@
+"""Fixtures shared by the unit tests."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+import responses
+
+
+@pytest.fixture
+def mock() -> Iterator[responses.RequestsMock]:
+    """HTTP mocked with ``responses``. A request to a URL nobody registered
+    fails with ConnectionError, so no unit test can reach a real host."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield rsps
