@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 from .errors import LLMTimeoutError
 
-__all__ = ["CallBudget"]
+__all__ = ["CallBudget", "cut_timeout"]
 
 
 @dataclass
@@ -29,8 +29,8 @@ class CallBudget:
 
     def time_left(self) -> float:
         """Seconds a retry may still wait (inf when unbounded)."""
-        limits = [d for d in (self.deadline, self.retry_deadline) if d is not None]
-        return min(limits) - self.clock() if limits else math.inf
+        until = self.wait_deadline()
+        return math.inf if until is None else until - self.clock()
 
     def wait_deadline(self) -> Optional[float]:
         """How long a re-send may wait (for a lease, for capacity): the
@@ -39,15 +39,8 @@ class CallBudget:
         return min(limits) if limits else None
 
     def http_timeout(self, connect: float, read: Optional[float]) -> tuple[float, Optional[float]]:
-        """(connect, read) for the next attempt, cut to the time the call
-        has left; LLMTimeoutError once its deadline has passed."""
-        if self.deadline is None:
-            return connect, read
-        remaining = self.deadline - self.clock()
-        if remaining <= 0:
-            raise LLMTimeoutError("the call's deadline passed before it could be sent", sent=False,
-                                  deadline_passed=True)
-        return min(connect, remaining), remaining if read is None else min(read, remaining)
+        """(connect, read) for the next attempt: see :func:`cut_timeout`."""
+        return cut_timeout(connect, read, self.deadline, self.clock)
 
     def spend(self) -> bool:
         """Take one re-send; False when none is left."""
@@ -55,3 +48,16 @@ class CallBudget:
             return False
         self.retries_left -= 1
         return True
+
+
+def cut_timeout(connect: float, read: Optional[float], deadline: Optional[float],
+                clock: Callable[[], float] = time.monotonic) -> tuple[float, Optional[float]]:
+    """(connect, read) cut to the time left before ``deadline``;
+    LLMTimeoutError once it has passed (nothing was sent: safe to say so)."""
+    if deadline is None:
+        return connect, read
+    remaining = deadline - clock()
+    if remaining <= 0:
+        raise LLMTimeoutError("the call's deadline passed before it could be sent", sent=False,
+                              deadline_passed=True)
+    return min(connect, remaining), remaining if read is None else min(read, remaining)

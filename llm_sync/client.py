@@ -14,9 +14,9 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar, Union
 
-from .budget import CallBudget
+from .budget import CallBudget, cut_timeout
 from .config import ProviderConfig
-from .errors import LLMError, LLMRateLimitError, LLMTimeoutError, LLMValidationError
+from .errors import LLMError, LLMRateLimitError, LLMValidationError
 from .models import LLMResponse, MessagesInput, normalize_messages
 from .pool import KeyPool, Lease
 from .providers.base import LLMRequest, Provider
@@ -72,6 +72,7 @@ class LLMClient:
         self._workers = workers or WorkerThreads(pool.max_size, provider.name.value)
         self.model = model
         self._timeout = settings.timeout
+        self._base_timeout: HTTPTimeout = (settings.timeout.connect, settings.timeout.read)
         self._native_counting = settings.token_counting == "native" and _has_native_counting(provider)
         # Every re-send of a call (a retry, or a 429 requeued to the pool)
         # draws on one budget of max_retries and retry_budget seconds.
@@ -97,9 +98,9 @@ class LLMClient:
                  **provider_extras: Any) -> LLMResponse:
         request = self._request(messages, model, max_tokens, temperature, system, stop, False, provider_extras)
 
-        def send(lease: Lease, budget: CallBudget, http_timeout: HTTPTimeout) -> LLMResponse:
+        def send(lease: Lease, budget: CallBudget) -> LLMResponse:
             with lease:
-                return lease.key.complete(lease.session, request, http_timeout, lease.reservation, budget)
+                return lease.key.complete(lease.session, request, self._base_timeout, lease.reservation, budget)
 
 
         return self._through_pool(request, timeout, max_retries, retry_budget, send)
@@ -113,13 +114,13 @@ class LLMClient:
         context manager, and has ``.response`` once read to the end."""
         request = self._request(messages, model, max_tokens, temperature, system, stop, True, provider_extras)
 
-        def send(lease: Lease, budget: CallBudget, http_timeout: HTTPTimeout) -> Stream:
-            return lease.key.open_stream(lease.session, request, http_timeout, lease, budget)  # owns the lease
+        def send(lease: Lease, budget: CallBudget) -> Stream:
+            return lease.key.open_stream(lease.session, request, self._base_timeout, lease, budget)  # owns the lease
 
         return self._through_pool(request, timeout, max_retries, retry_budget, send)
 
     def _through_pool(self, request: LLMRequest, timeout: Optional[float], max_retries: Optional[int],
-                      retry_budget: Optional[float], send: Callable[[Lease, CallBudget, HTTPTimeout], _T]) -> _T:
+                      retry_budget: Optional[float], send: Callable[[Lease, CallBudget], _T]) -> _T:
         """Lease a key (waiting in line), send; on a server 429 the limiter
         has paused that key, so go back to the pool — to the key that can
         take the call soonest — while the call's budget allows."""
@@ -131,7 +132,7 @@ class LLMClient:
         while True:
             lease = self._pool.acquire(self._acquire_wait(wait_until), cost)
             try:
-                return send(lease, budget, (self._timeout.connect, self._timeout.read))
+                return send(lease, budget)  # each attempt cuts the timeouts to what is left
             except LLMRateLimitError as error:
                 lease.release()
                 if not getattr(error, "requeued", False):  # decided by RetryMiddleware
@@ -164,7 +165,7 @@ class LLMClient:
         """Ask the provider; counting is free and limited apart from messages,
         so it takes a lease without a rate-limit reservation."""
         with self._pool.acquire(self._acquire_wait(deadline)) as lease:
-            count = lease.key.count_tokens(lease.session, request, self._http_timeout(deadline))
+            count = lease.key.count_tokens(lease.session, request, cut_timeout(*self._base_timeout, deadline))
         return count if count is not None else estimate_tokens(request.messages, request.system)
 
     def _counted_or_estimated(self, request: LLMRequest, deadline: Optional[float]) -> int:
@@ -284,16 +285,6 @@ class LLMClient:
 
     def _acquire_wait(self, deadline: Optional[float]) -> Optional[float]:
         return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-    def _http_timeout(self, deadline: Optional[float]) -> tuple[float, Optional[float]]:
-        connect, read = self._timeout.connect, self._timeout.read
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LLMTimeoutError("the call's deadline passed before it could be sent", sent=False,
-                                      deadline_passed=True)
-            connect, read = min(connect, remaining), min(read, remaining)
-        return connect, read
 
 
 _CALL_ARGS = frozenset({"model", "max_tokens", "temperature", "system", "stop", "timeout", "max_retries",

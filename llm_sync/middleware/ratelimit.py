@@ -15,7 +15,6 @@ from typing import Any, Optional
 from ..errors import (
     LLMError,
     LLMProviderError,
-    LLMQuotaExceededError,
     LLMRateLimitError,
     LLMTransportError,
 )
@@ -100,7 +99,7 @@ class RateLimitMiddleware(Middleware):
             self.limiter.refund(reservation, headers)  # refused: nothing was counted
             pause = DEFAULT_PAUSE_SECONDS if error.retry_after is None else error.retry_after
             self.limiter.pause(self.key, pause)
-        elif isinstance(error, (LLMQuotaExceededError, LLMProviderError)) and error.status_code is not None \
+        elif isinstance(error, LLMProviderError) and error.status_code is not None \
                 and error.status_code < 500 and not getattr(error, "mid_stream", False):
             self.limiter.refund(reservation, headers, keep_request=True)
         else:  # sent and the outcome is unknown (5xx, read timeout, cut stream): keep the charges
