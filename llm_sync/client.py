@@ -7,30 +7,28 @@ mutable state. Argument checking happens here, before any network I/O.
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
 import sys
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
-from .budget import CallBudget, cut_timeout
-from .config import ProviderConfig
-from .errors import LLMError, LLMRateLimitError, LLMValidationError
+from .call import UNSET, CallOptions, Unset
+from .errors import LLMClosedError, LLMValidationError
 from .models import LLMResponse, MessagesInput, normalize_messages
-from .pool import KeyPool, Lease
+from .pipeline import Pipeline
+from .pool import KeyPool
 from .providers.base import LLMRequest, Provider
-from .ratelimit.limiter import Cost
 from .streaming import Stream
-from .tokens import estimate_tokens
 
 __all__ = ["LLMClient"]
 
 # Body fields the client sets itself; passing them as extras is a mistake.
 _RESERVED = frozenset({"messages", "stream", "stream_options"})
 Progress = Union[bool, Callable[[int, int], Any]]
-HTTPTimeout = tuple[float, Optional[float]]
-_T = TypeVar("_T")
 
 
 class WorkerThreads:
@@ -49,7 +47,7 @@ class WorkerThreads:
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> "Future[Any]":
         with self._lock:
             if self._closed:
-                raise LLMError(f"the {self._name} client is closed")
+                raise LLMClosedError(f"the {self._name} client is closed")
             if self._pid != os.getpid():  # threads do not survive fork()
                 self._executor, self._pid = None, os.getpid()
             if self._executor is None:
@@ -65,26 +63,24 @@ class WorkerThreads:
 
 
 class LLMClient:
-    def __init__(self, pool: KeyPool, provider: Provider, model: str, settings: ProviderConfig,
-                 workers: Optional[WorkerThreads] = None) -> None:
-        self._pool = pool
-        self._provider = provider
-        self._workers = workers or WorkerThreads(pool.max_size, provider.name.value)
+    """The calls users make, for one endpoint and default model. A thin
+    front: it checks arguments and hands the call to the endpoint's
+    :class:`~llm_sync.pipeline.Pipeline`."""
+
+    def __init__(self, pipeline: Pipeline, model: str, workers: Optional[WorkerThreads] = None) -> None:
+        self._pipeline = pipeline
+        self._provider = pipeline.provider
+        self._pool = pipeline.pool
+        self._workers = workers or WorkerThreads(pipeline.pool.max_size, pipeline.provider.endpoint)
         self.model = model
-        self._timeout = settings.timeout
-        self._base_timeout: HTTPTimeout = (settings.timeout.connect, settings.timeout.read)
-        self._native_counting = settings.token_counting == "native" and _has_native_counting(provider)
-        # Every re-send of a call (a retry, or a 429 requeued to the pool)
-        # draws on one budget of max_retries and retry_budget seconds.
-        self._max_retries = settings.max_retries
-        self._retry_budget = settings.retry_budget
 
     def __repr__(self) -> str:
-        return f"<LLMClient {self._provider.name.value} model={self.model!r}>"
+        return f"<LLMClient {self._provider.endpoint} model={self.model!r}>"
 
     @property
     def provider(self) -> str:
-        return self._provider.name.value
+        """The endpoint's name."""
+        return self._provider.endpoint
 
     @property
     def pool(self) -> KeyPool:
@@ -93,60 +89,33 @@ class LLMClient:
     # --- single calls ---------------------------------------------------
     def complete(self, messages: MessagesInput, *, model: Optional[str] = None, max_tokens: int = 1024,
                  temperature: Optional[float] = None, system: Optional[str] = None,
-                 stop: Union[str, Sequence[str], None] = None, timeout: Optional[float] = None,
-                 max_retries: Optional[int] = None, retry_budget: Optional[float] = None,
-                 **provider_extras: Any) -> LLMResponse:
-        request = self._request(messages, model, max_tokens, temperature, system, stop, False, provider_extras)
-
-        def send(lease: Lease, budget: CallBudget) -> LLMResponse:
-            with lease:
-                return lease.key.complete(lease.session, request, self._base_timeout, lease.reservation, budget)
-
-
-        return self._through_pool(request, timeout, max_retries, retry_budget, send)
+                 stop: Union[str, Sequence[str], None] = None, timeout: Union[float, None, Unset] = UNSET,
+                 max_retries: Union[int, Unset] = UNSET, retry_budget: Union[float, None, Unset] = UNSET,
+                 extra_headers: Optional[Mapping[str, str]] = None, extra_query: Optional[Mapping[str, Any]] = None,
+                 extra_body: Optional[Mapping[str, Any]] = None, **provider_extras: Any) -> LLMResponse:
+        """One answer. ``timeout`` bounds the whole call (``None``: no
+        deadline; unset: the endpoint's ``timeout.total``). ``extra_*`` go
+        to the request's headers, query string and JSON body as in the
+        official SDKs; other unknown keywords go into the body."""
+        request, options = self._prepare(messages, False, dict(
+            model=model, max_tokens=max_tokens, temperature=temperature, system=system, stop=stop,
+            timeout=timeout, max_retries=max_retries, retry_budget=retry_budget, extra_headers=extra_headers,
+            extra_query=extra_query, extra_body=extra_body, **provider_extras))
+        return self._pipeline.complete(request, options)
 
     def stream(self, messages: MessagesInput, *, model: Optional[str] = None, max_tokens: int = 1024,
                temperature: Optional[float] = None, system: Optional[str] = None,
-               stop: Union[str, Sequence[str], None] = None, timeout: Optional[float] = None,
-               max_retries: Optional[int] = None, retry_budget: Optional[float] = None,
-               **provider_extras: Any) -> Stream:
+               stop: Union[str, Sequence[str], None] = None, timeout: Union[float, None, Unset] = UNSET,
+               max_retries: Union[int, Unset] = UNSET, retry_budget: Union[float, None, Unset] = UNSET,
+               extra_headers: Optional[Mapping[str, str]] = None, extra_query: Optional[Mapping[str, Any]] = None,
+               extra_body: Optional[Mapping[str, Any]] = None, **provider_extras: Any) -> Stream:
         """Open a streamed call. The Stream iterates text chunks, is a
         context manager, and has ``.response`` once read to the end."""
-        request = self._request(messages, model, max_tokens, temperature, system, stop, True, provider_extras)
-
-        def send(lease: Lease, budget: CallBudget) -> Stream:
-            return lease.key.open_stream(lease.session, request, self._base_timeout, lease, budget)  # owns the lease
-
-        return self._through_pool(request, timeout, max_retries, retry_budget, send)
-
-    def _through_pool(self, request: LLMRequest, timeout: Optional[float], max_retries: Optional[int],
-                      retry_budget: Optional[float], send: Callable[[Lease, CallBudget], _T]) -> _T:
-        """Lease a key (waiting in line), send; on a server 429 the limiter
-        has paused that key, so go back to the pool — to the key that can
-        take the call soonest — while the call's budget allows."""
-        _check_retry_args(max_retries, retry_budget)
-        deadline = self._deadline(timeout)
-        budget = self._budget(deadline, max_retries, retry_budget)
-        cost = self._cost(request, deadline)
-        wait_until = deadline  # the first attempt may wait its whole timeout
-        while True:
-            lease = self._pool.acquire(self._acquire_wait(wait_until), cost)
-            try:
-                return send(lease, budget)  # each attempt cuts the timeouts to what is left
-            except LLMRateLimitError as error:
-                lease.release()
-                if not getattr(error, "requeued", False):  # decided by RetryMiddleware
-                    raise
-                wait_until = budget.wait_deadline()  # a re-send waits within the retry budget
-            except BaseException:
-                lease.release()
-                raise
-
-    def _budget(self, deadline: Optional[float], max_retries: Optional[int],
-                retry_budget: Optional[float]) -> CallBudget:
-        retries = self._max_retries if max_retries is None else max_retries
-        seconds = self._retry_budget if retry_budget is None else retry_budget
-        return CallBudget(retries, deadline, None if seconds is None else time.monotonic() + seconds)
+        request, options = self._prepare(messages, True, dict(
+            model=model, max_tokens=max_tokens, temperature=temperature, system=system, stop=stop,
+            timeout=timeout, max_retries=max_retries, retry_budget=retry_budget, extra_headers=extra_headers,
+            extra_query=extra_query, extra_body=extra_body, **provider_extras))
+        return self._pipeline.stream(request, options)
 
     def stream_complete(self, messages: MessagesInput, **kwargs: Any) -> Iterator[str]:
         """Text chunks as they arrive. Breaking out of the loop, ``close()``
@@ -156,34 +125,8 @@ class LLMClient:
     def count_tokens(self, messages: MessagesInput, model: Optional[str] = None, *,
                      system: Optional[str] = None) -> int:
         """The provider's native count where it has one, else an estimate."""
-        request = self._request(messages, model, 1, None, system, None, False, {})
-        if not _has_native_counting(self._provider):
-            return estimate_tokens(request.messages, request.system)
-        return self._native_count(request, self._deadline(None))
-
-    def _native_count(self, request: LLMRequest, deadline: Optional[float]) -> int:
-        """Ask the provider; counting is free and limited apart from messages,
-        so it takes a lease without a rate-limit reservation."""
-        with self._pool.acquire(self._acquire_wait(deadline)) as lease:
-            count = lease.key.count_tokens(lease.session, request, cut_timeout(*self._base_timeout, deadline))
-        return count if count is not None else estimate_tokens(request.messages, request.system)
-
-    def _counted_or_estimated(self, request: LLMRequest, deadline: Optional[float]) -> int:
-        """For a reservation: the native count, or the estimate if counting
-        fails (a count is an aid to the limiter, never a reason to fail)."""
-        try:
-            return self._native_count(request, deadline)
-        except LLMError:
-            return estimate_tokens(request.messages, request.system)
-
-    def _cost(self, request: LLMRequest, deadline: Optional[float]) -> Cost:
-        """What the rate limiter reserves: the input estimate (or the
-        provider's own count) and max_tokens of output."""
-        if self._native_counting:
-            tokens = self._counted_or_estimated(request, deadline)
-        else:
-            tokens = estimate_tokens(request.messages, request.system)
-        return Cost(tokens, request.max_tokens)
+        request, options = self._prepare(messages, False, {"model": model, "max_tokens": 1, "system": system})
+        return self._pipeline.count_tokens(request, options)
 
     # --- many calls -----------------------------------------------------
     def submit(self, messages: MessagesInput, **kwargs: Any) -> "Future[LLMResponse]":
@@ -238,11 +181,29 @@ class LLMClient:
     # --- internals ------------------------------------------------------
     def _check(self, messages: MessagesInput, kwargs: dict[str, Any]) -> None:
         """Validate a ``complete`` call's arguments without making it."""
-        self._request(messages, kwargs.get("model"), kwargs.get("max_tokens", 1024), kwargs.get("temperature"),
-                      kwargs.get("system"), kwargs.get("stop"), False,
-                      {k: v for k, v in kwargs.items() if k not in _CALL_ARGS})
-        self._deadline(kwargs.get("timeout"))
-        _check_retry_args(kwargs.get("max_retries"), kwargs.get("retry_budget"))
+        self._prepare(messages, False, dict(kwargs))
+
+    def _prepare(self, messages: MessagesInput, stream: bool,
+                 kwargs: dict[str, Any]) -> tuple[LLMRequest, CallOptions]:
+        """Validate every argument; build the request and options (no I/O)."""
+        call = {name: kwargs.pop(name, default) for name, default in _CALL_DEFAULTS.items()}
+        if "headers" in kwargs:
+            raise LLMValidationError("headers= is not a body field: pass HTTP headers as extra_headers={...}")
+        options = CallOptions(
+            timeout=_check_timeout(call["timeout"]),
+            max_retries=_check_max_retries(call["max_retries"]),
+            retry_budget=_check_retry_budget(call["retry_budget"]),
+            extra_headers=_check_headers(call["extra_headers"], self._provider),
+            extra_query=_check_query(call["extra_query"]),
+            extra_body=_check_body(call["extra_body"], "extra_body"),
+        )
+        request = self._request(messages, call["model"], call["max_tokens"], call["temperature"], call["system"],
+                                call["stop"], stream, kwargs)
+        _check_body(request.extras, "provider extras")
+        request.headers = dict(options.extra_headers)
+        request.extra_query = dict(options.extra_query)
+        request.extra_body = dict(options.extra_body)
+        return request, options
 
     def _request(self, messages: MessagesInput, model: Optional[str], max_tokens: Any, temperature: Any,
                  system: Any, stop: Any, stream: bool, extras: dict[str, Any]) -> LLMRequest:
@@ -276,32 +237,94 @@ class LLMClient:
             extras=extras,
         )
 
-    def _deadline(self, timeout: Optional[float]) -> Optional[float]:
-        if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-                raise LLMValidationError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        total = timeout if timeout is not None else self._timeout.total
-        return None if total is None else time.monotonic() + total
-
-    def _acquire_wait(self, deadline: Optional[float]) -> Optional[float]:
-        return None if deadline is None else max(0.0, deadline - time.monotonic())
+# Arguments of a call that are not part of the request body, with defaults.
+_CALL_DEFAULTS: dict[str, Any] = {
+    "model": None, "max_tokens": 1024, "temperature": None, "system": None, "stop": None,
+    "timeout": UNSET, "max_retries": UNSET, "retry_budget": UNSET,
+    "extra_headers": None, "extra_query": None, "extra_body": None,
+}
 
 
-_CALL_ARGS = frozenset({"model", "max_tokens", "temperature", "system", "stop", "timeout", "max_retries",
-                        "retry_budget"})
+def _check_timeout(timeout: Any) -> Union[float, None, Unset]:
+    if timeout is UNSET or timeout is None:
+        return timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise LLMValidationError(f"timeout must be a positive, finite number of seconds (or None), got {timeout!r}")
+    return float(timeout)
 
 
-def _has_native_counting(provider: Provider) -> bool:
-    return type(provider).count_tokens is not Provider.count_tokens
+def _check_max_retries(value: Any) -> Union[int, Unset]:
+    if value is UNSET:
+        return value
+    if value is None:  # the seed's habit: None means "the configured number"
+        return UNSET
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise LLMValidationError(f"max_retries must be a non-negative integer, got {value!r}")
+    return value
 
 
-def _check_retry_args(max_retries: Any, retry_budget: Any) -> None:
-    if max_retries is not None and (isinstance(max_retries, bool) or not isinstance(max_retries, int)
-                                    or max_retries < 0):
-        raise LLMValidationError(f"max_retries must be a non-negative integer, got {max_retries!r}")
-    if retry_budget is not None and (isinstance(retry_budget, bool) or not isinstance(retry_budget, (int, float))
-                                     or retry_budget <= 0):
-        raise LLMValidationError(f"retry_budget must be a positive number of seconds, got {retry_budget!r}")
+def _check_retry_budget(value: Any) -> Union[float, None, Unset]:
+    if value is UNSET or value is None:
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise LLMValidationError(f"retry_budget must be a positive number of seconds (or None), got {value!r}")
+    return float(value)
+
+
+def _check_headers(headers: Any, provider: Provider) -> dict[str, str]:
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise LLMValidationError(f"extra_headers must be a mapping of names to strings, got {type(headers).__name__}")
+    auth = {name.lower() for name in provider.auth_headers("")}
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise LLMValidationError(f"extra_headers: {name!r} is not a valid header name")
+        if name.lower() in auth:
+            raise LLMValidationError(f"extra_headers: {name} carries the API key; configure keys in api_keys")
+        if not isinstance(value, str) or not _header_value_ok(value):
+            raise LLMValidationError(f"extra_headers: the value of {name} must be a single-line Latin-1 string")
+        out[name] = value
+    return out
+
+
+def _header_value_ok(value: str) -> bool:
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return "\r" not in value and "\n" not in value and "\0" not in value and value == value.lstrip()
+
+
+def _check_query(query: Any) -> dict[str, Any]:
+    if query is None:
+        return {}
+    if not isinstance(query, Mapping) or not all(isinstance(k, str) and k for k in query):
+        raise LLMValidationError("extra_query must be a mapping with non-empty string keys")
+    for name, value in query.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
+            raise LLMValidationError(f"extra_query: {name} must be a string or number (or a list of them)")
+    return dict(query)
+
+
+def _check_body(body: Any, what: str) -> dict[str, Any]:
+    """A JSON object the server can read: refused now, never sent broken."""
+    if body is None:
+        return {}
+    if not isinstance(body, Mapping) or not all(isinstance(k, str) for k in body):
+        raise LLMValidationError(f"{what} must be a mapping with string keys")
+    if what == "extra_body" and "stream" in body:
+        raise LLMValidationError("extra_body cannot set stream: use stream() or stream_complete()")
+    try:
+        json.dumps(body, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise LLMValidationError(f"{what} cannot be sent as JSON: {type(exc).__name__}") from None
+    return dict(body)
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def _stop_list(stop: Any) -> Optional[list[str]]:

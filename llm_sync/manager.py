@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 from .client import LLMClient, WorkerThreads
 from .config import DEFAULT_BASE_URLS, DEFAULT_LEASES_PER_KEY, DEFAULT_MODELS, LLMConfig, ProviderConfig, load_config
 from .errors import LLMConfigError, LLMError, LLMValidationError
-from .keys import KeyClient
+from .keys import PooledKey
 from .middleware.base import Middleware
 from .middleware.logging import LoggingMiddleware
 from .middleware.metrics import MetricsMiddleware, merge_metrics
@@ -27,6 +27,7 @@ from .middleware.ratelimit import RateLimitMiddleware
 from .middleware.retry import RetryMiddleware
 from .prometheus import ProviderMetrics, make_collector, render_metrics_text
 from .models import LLMProvider
+from .pipeline import Pipeline
 from .pool import KeyPool
 from .providers import create_provider
 from .ratelimit.limiter import ProviderLimiter
@@ -46,7 +47,7 @@ class _ProviderRuntime:
         self.settings = settings
         self.provider = create_provider(provider, settings.base_url or DEFAULT_BASE_URLS[provider], settings.headers)
         keys = [
-            KeyClient(self.provider, key, index, settings.limits_for_key(index))
+            PooledKey(self.provider, key, index, settings.limits_for_key(index))
             for index, key in enumerate(settings.api_keys)
         ]
         self.limiter = ProviderLimiter(
@@ -66,6 +67,12 @@ class _ProviderRuntime:
             limiter=self.limiter,
             clock=clocks.clock,
             session_factory=functools.partial(build_session, trust_env=not is_loopback(self.provider.base_url)),
+        )
+        self.pipeline = Pipeline(
+            self.pool, self.provider, self.limiter,
+            connect_timeout=settings.timeout.connect, read_timeout=settings.timeout.read,
+            total_timeout=settings.timeout.total, max_retries=settings.max_retries,
+            retry_budget=settings.retry_budget, native_counting=settings.token_counting == "native",
         )
         self.default_model = settings.models[0] if settings.models else DEFAULT_MODELS[provider]
         self.workers = WorkerThreads(self.pool.max_size, provider.value)
@@ -176,7 +183,7 @@ class LLMManager:
                 raise LLMError("the LLM manager is closed")
             client = runtime.clients.get(model)
             if client is None:
-                client = LLMClient(runtime.pool, runtime.provider, model, runtime.settings, runtime.workers)
+                client = LLMClient(runtime.pipeline, model, runtime.workers)
                 runtime.clients[model] = client
         return client
 

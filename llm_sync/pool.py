@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import requests
 
-from .errors import LLMError, LLMPoolExhaustedError, LLMTimeoutError
-from .keys import KeyClient
-from .ratelimit.limiter import Cost, ProviderLimiter, Reservation
+from .errors import LLMClosedError, LLMError, LLMPoolExhaustedError, LLMTimeoutError
+from .keys import PooledKey
+from .ratelimit.limiter import ProviderLimiter
 from .transport import build_session
 
 if TYPE_CHECKING:
@@ -55,14 +55,12 @@ class Lease:
     """A Session bound to one key for one call. ``release()`` is idempotent
     and thread-safe; a context manager releases on exit."""
 
-    __slots__ = ("_pool", "_slot", "key", "reservation", "_released", "_lock")
+    __slots__ = ("_pool", "_slot", "key", "_released", "_lock")
 
-    def __init__(self, pool: "KeyPool", slot: _Slot, key: KeyClient,
-                 reservation: Optional[Reservation] = None) -> None:
+    def __init__(self, pool: "KeyPool", slot: _Slot, key: PooledKey) -> None:
         self._pool = pool
         self._slot = slot
         self.key = key
-        self.reservation = reservation
         self._released = False
         self._lock = threading.Lock()
 
@@ -75,12 +73,6 @@ class Lease:
             if self._released:
                 return
             self._released = True
-        reservation = self.reservation
-        if reservation is not None and not reservation.done:
-            if reservation.sent_at is None:
-                self._pool.limiter.refund(reservation)  # leased but never sent
-            else:
-                self._pool.limiter.release(reservation)  # sent, never settled: keep the charges
         self._pool._release(self._slot, self.key)
 
     def defer_close(self, stream: "Stream") -> None:
@@ -104,7 +96,7 @@ class KeyPool:
     def __init__(
         self,
         name: str,
-        keys: list[KeyClient],
+        keys: list[PooledKey],
         max_size: int,
         acquire_timeout: float,
         idle_timeout: float,
@@ -124,6 +116,7 @@ class KeyPool:
         self._clock = clock
         self._session_factory = session_factory
         self._closed = False
+        self._fork_locks: dict[int, threading.Lock] = {}
         self._setup()
 
     def _setup(self) -> None:
@@ -141,52 +134,62 @@ class KeyPool:
             self._free.put(_Slot(self._session_factory(), now))
 
     def _check_fork(self) -> None:
-        if self._pid != os.getpid():
+        """In a forked child, rebuild once, however many threads call at
+        once. The guard is a lock per process id: ``dict.setdefault`` is
+        atomic, so every thread of the child gets the same new lock, and a
+        lock the parent held at fork time is never waited on."""
+        pid = os.getpid()
+        if self._pid == pid:
+            return
+        with self._fork_locks.setdefault(pid, threading.Lock()):
+            if self._pid == pid:
+                return
             # The parent's sockets and any lock held at fork time stay behind.
             self._setup()
             for key in self.clients:
                 key.after_fork()
             self.limiter.after_fork()
 
+    def clock(self) -> float:
+        """The pool's clock (monotonic; injectable for tests)."""
+        return self._clock()
+
     @property
-    def _clients(self) -> list[KeyClient]:
+    def _clients(self) -> list[PooledKey]:
         """Kept for the seed's examples (``pool._clients``)."""
         return self.clients
 
     # --- leasing --------------------------------------------------------
-    def acquire(self, timeout: Optional[float] = None, cost: Optional[Cost] = None) -> Lease:
-        """Lease a Session bound to the key with most headroom.
+    def acquire(self, timeout: Optional[float] = None, key: Optional[PooledKey] = None) -> Lease:
+        """Lease a Session bound to ``key`` (the rate limiter's choice), or
+        to the key with the fewest leases. Waits up to ``timeout`` (default
+        ``acquire_timeout``) for a free Session; a ``timeout`` shorter than
+        ``acquire_timeout`` is the call's own deadline, and running out of
+        it raises LLMTimeoutError rather than LLMPoolExhaustedError."""
+        wait, by_caller = self.wait_limit(timeout)
+        return self.lease(self._clock() + wait, by_caller, key)
 
-        With a ``cost``, the rate limiter picks the key that admits the call
-        soonest and reserves its capacity; the caller waits in line (up to
-        ``timeout``, default ``acquire_timeout``) for that, then for a free
-        Session. Without one, the key with the fewest calls in flight.
-        A ``timeout`` shorter than ``acquire_timeout`` is the call's own
-        deadline: running out of it raises LLMTimeoutError.
-        """
+    def wait_limit(self, timeout: Optional[float]) -> tuple[float, bool]:
+        """(seconds a caller may wait, whether that is its own deadline)."""
+        by_caller = timeout is not None and timeout < self.acquire_timeout
+        return (max(0.0, timeout or 0.0) if by_caller else self.acquire_timeout), by_caller
+
+    def lease(self, until: float, by_caller: bool, key: Optional[PooledKey] = None) -> Lease:
+        """Lease a Session for ``key`` waiting until ``until`` (pool clock)."""
         self._check_fork()
         self._bury()
-        by_caller = timeout is not None and timeout < self.acquire_timeout
-        wait = self.acquire_timeout if not by_caller else max(0.0, timeout or 0.0)
-        started = self._clock()
         if self._closed:
-            raise LLMError(f"the {self.name} pool is closed")
-        reservation = self.limiter.reserve(cost, started + wait) if cost is not None else None
-        try:
-            slot = self._take_slot(max(0.0, wait - (self._clock() - started)), wait, by_caller)
-        except BaseException:
-            if reservation is not None:
-                self.limiter.refund(reservation)
-            raise
+            raise LLMClosedError(f"the {self.name} pool is closed")
+        started = self._clock()
+        slot = self._take_slot(max(0.0, until - started), by_caller)
         if self.idle_timeout and self._clock() - slot.last_used > self.idle_timeout:
             slot.session.close()  # drop connections the server has likely timed out
-        if reservation is None:
+        if key is None:
             return Lease(self, slot, self._choose_key())
-        key = self.clients[reservation.key.index]
         key.bind()
-        return Lease(self, slot, key, reservation)
+        return Lease(self, slot, key)
 
-    def _take_slot(self, remaining: float, wait: float, by_caller: bool) -> _Slot:
+    def _take_slot(self, remaining: float, by_caller: bool) -> _Slot:
         with self._lock:
             self._waiting += 1
         try:
@@ -202,7 +205,7 @@ class KeyPool:
                     if left <= _GRAVEYARD_POLL:
                         error = LLMTimeoutError if by_caller else LLMPoolExhaustedError
                         raise error(
-                            f"no {self.name} client became free within {wait:.1f}s "
+                            f"no {self.name} client became free within {remaining:.1f}s "
                             f"({self.max_size} calls in flight)"
                         ) from None
         finally:
@@ -210,10 +213,10 @@ class KeyPool:
                 self._waiting -= 1
         if slot is None:  # close() woke us: pass the news on to the next waiter
             self._free.put(None)
-            raise LLMError(f"the {self.name} pool is closed")
+            raise LLMClosedError(f"the {self.name} pool is closed")
         return slot
 
-    def _choose_key(self) -> KeyClient:
+    def _choose_key(self) -> PooledKey:
         """The key with the fewest leases; ties go to the least recently
         chosen, so equal keys are used in turn."""
         with self._lock:
@@ -222,7 +225,7 @@ class KeyPool:
             key.bind()
         return key
 
-    def _release(self, slot: _Slot, key: KeyClient) -> None:
+    def _release(self, slot: _Slot, key: PooledKey) -> None:
         key.unbind()
         slot.last_used = self._clock()
         with self._lock:  # under the lock, so close() cannot miss this slot

@@ -24,11 +24,11 @@ import requests
 
 from .errors import LLMConnectionError, LLMError, LLMProviderError, LLMStreamError, LLMTimeoutError, redact
 from .models import LLMResponse
-from .providers.base import Provider, StreamDecoder, iter_body
+from .providers.base import Provider, StreamDecoder
 from .sse import SSEParser
 from .transport import BODY_READ_ERRORS, interrupt, read_error
 
-__all__ = ["Stream", "StreamFinisher"]
+__all__ = ["Stream", "StreamFinisher", "iter_body"]
 
 # Called once when the stream ends: (response, None) on success, or
 # (None, error) on failure or early close (``error.cancelled`` is True then).
@@ -215,7 +215,7 @@ class Stream:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<Stream {self._provider.name.value} {self._client_id} {state}, {len(self.text)} chars>"
+        return f"<Stream {self._provider.endpoint} {self._client_id} {state}, {len(self.text)} chars>"
 
     # --- internals ----------------------------------------------------
     def _pump(self) -> None:
@@ -242,7 +242,7 @@ class Stream:
         except _SHAPE_ERRORS as exc:
             self._fail(LLMProviderError(
                 f"the stream sent a chunk of an unexpected shape ({type(exc).__name__})",
-                status_code=502, error_type="invalid_response", provider=self._provider.name.value))
+                status_code=502, error_type="invalid_response", provider=self._provider.endpoint))
             return
         if chunk is None:
             if self._decoder.done:
@@ -307,3 +307,17 @@ class Stream:
         if failure is not None:
             raise failure
         return response
+
+
+def iter_body(http: requests.Response) -> Iterator[bytes]:
+    """Body bytes as they arrive: per HTTP chunk when chunked, else
+    whatever the socket has (``read1``), so SSE is never held back."""
+    raw = http.raw
+    if getattr(raw, "chunked", False) or not hasattr(raw, "read1"):
+        yield from http.iter_content(chunk_size=None)
+        return
+    while True:
+        data = raw.read1(65536, decode_content=True)
+        if not data:
+            return
+        yield data

@@ -12,40 +12,46 @@ ends, so they run exactly once with the full response.
 
 Threading contract: one chain belongs to one key-bound client and is shared
 by every thread that calls through that key, so middleware must be
-thread-safe; per-call state belongs in ``context``. ``add``/``remove`` may be
+thread-safe; per-call state belongs in ``context``. A pass that the
+pipeline requeues onto another key leaves the chain as an internal
+``Requeue`` exception, which ``handle`` lets through without calling
+``process_error``: the call is not over. ``add``/``remove`` may be
 called while calls run: a call uses the chain as it was when it started.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, MutableMapping, Optional, Union
 
 from ..errors import LLMError, LLMValidationError
 from ..models import LLMResponse
 from ..providers.base import LLMRequest
 from ..streaming import Stream
 
-__all__ = ["Middleware", "MiddlewareChain", "CallNext", "Result"]
+__all__ = ["Middleware", "MiddlewareChain", "CallNext", "Result", "Context"]
 
 Result = Union[LLMResponse, Stream]
+# Per-call state: a :class:`~llm_sync.call.CallContext` in the pipeline (a
+# mapping with typed fields); any mutable mapping when a chain runs alone.
+Context = MutableMapping[str, Any]
 CallNext = Callable[[LLMRequest], Result]
 
 
 class Middleware:
     """Base class: override any of the three hooks (all optional)."""
 
-    def process_request(self, request: LLMRequest, context: dict[str, Any]) -> LLMRequest:
+    def process_request(self, request: LLMRequest, context: Context) -> LLMRequest:
         return request
 
-    def process_response(self, response: LLMResponse, context: dict[str, Any]) -> LLMResponse:
+    def process_response(self, response: LLMResponse, context: Context) -> LLMResponse:
         return response
 
-    def process_error(self, error: LLMError, context: dict[str, Any]) -> Optional[LLMResponse]:
+    def process_error(self, error: LLMError, context: Context) -> Optional[LLMResponse]:
         """Observe a failure. Return a response to recover; None re-raises."""
         return None
 
-    def handle(self, request: LLMRequest, context: dict[str, Any], call_next: CallNext) -> Result:
+    def handle(self, request: LLMRequest, context: Context, call_next: CallNext) -> Result:
         request = self.process_request(request, context) or request
         try:
             result = call_next(request)
@@ -60,7 +66,7 @@ class Middleware:
         return self.process_response(result, context) or result
 
     def _finish_stream(self, response: Optional[LLMResponse], error: Optional[LLMError],
-                       context: dict[str, Any]) -> Optional[LLMResponse]:
+                       context: Context) -> Optional[LLMResponse]:
         if error is not None:
             self.process_error(error, context)
             return None
@@ -123,7 +129,7 @@ class MiddlewareChain:
     def __repr__(self) -> str:
         return f"<MiddlewareChain [{', '.join(type(m).__name__ for m in self._items)}]>"
 
-    def run(self, request: LLMRequest, context: dict[str, Any], terminal: CallNext) -> Result:
+    def run(self, request: LLMRequest, context: Context, terminal: CallNext) -> Result:
         """Run ``request`` through every middleware, then ``terminal``."""
         items = self._items
 

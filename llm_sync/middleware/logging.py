@@ -15,10 +15,11 @@ import logging
 import time
 from typing import Any, Optional
 
+from ..call import Requeue
 from ..errors import LLMError
 from ..models import LLMResponse
 from ..providers.base import LLMRequest
-from .base import Middleware
+from .base import CallNext, Context, Middleware, Result
 
 __all__ = ["LoggingMiddleware", "LOGGER_NAME"]
 
@@ -36,7 +37,7 @@ class LoggingMiddleware(Middleware):
     def __init__(self, logger: Optional[logging.Logger] = None) -> None:
         self.logger = logger or logging.getLogger(LOGGER_NAME)
 
-    def process_request(self, request: LLMRequest, context: dict[str, Any]) -> LLMRequest:
+    def process_request(self, request: LLMRequest, context: Context) -> LLMRequest:
         context.setdefault("started", time.monotonic())
         if self.logger.isEnabledFor(logging.DEBUG):
             turns = " | ".join(f"{m.role.value}: {m.content}" for m in request.messages)
@@ -47,7 +48,7 @@ class LoggingMiddleware(Middleware):
             )
         return request
 
-    def process_response(self, response: LLMResponse, context: dict[str, Any]) -> LLMResponse:
+    def process_response(self, response: LLMResponse, context: Context) -> LLMResponse:
         if self.logger.isEnabledFor(logging.INFO):
             self.logger.info(
                 "%s %s %s ok stop=%s attempts=%d latency=%.0fms tokens=%d/%d request_id=%s",
@@ -59,12 +60,8 @@ class LoggingMiddleware(Middleware):
             self.logger.debug("response %s %s", context.get("client_id"), _clip(response.content))
         return response
 
-    def process_error(self, error: LLMError, context: dict[str, Any]) -> None:
+    def process_error(self, error: LLMError, context: Context) -> None:
         cancelled = getattr(error, "cancelled", False)
-        if getattr(error, "requeued", False):  # the call goes on, on another lease: not its end
-            self.logger.debug("%s %s requeued after %s: %s", context.get("provider"), context.get("client_id"),
-                              type(error).__name__, error)
-            return None
         level = logging.INFO if cancelled else logging.WARNING
         if self.logger.isEnabledFor(level):
             status = getattr(error, "status_code", None)
@@ -76,7 +73,15 @@ class LoggingMiddleware(Middleware):
             )
         return None
 
+    def handle(self, request: LLMRequest, context: Context, call_next: CallNext) -> Result:
+        try:
+            return super().handle(request, context, call_next)
+        except Requeue as requeue:  # the call goes on, on another lease: not its end
+            self.logger.debug("%s %s requeued after %s: %s", context.get("provider"), context.get("client_id"),
+                              type(requeue.cause).__name__ if requeue.cause else "a paused key", requeue.cause)
+            raise
+
     @staticmethod
-    def _elapsed_ms(context: dict[str, Any]) -> float:
+    def _elapsed_ms(context: Context) -> float:
         started = context.get("started")
         return (time.monotonic() - started) * 1000.0 if started is not None else 0.0

@@ -47,10 +47,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
+from ..call import Requeue
 from ..errors import LLMError, LLMValidationError
 from ..models import LLMResponse
 from ..providers.base import LLMRequest
-from .base import CallNext, Middleware, Result
+from .base import CallNext, Context, Middleware, Result
 
 __all__ = [
     "MetricsMiddleware",
@@ -132,11 +133,11 @@ class MetricsMiddleware(Middleware):
             return f"<MetricsMiddleware {s.successful} ok, {s.failed} failed, {s.cancelled} cancelled>"
 
     # --- hooks -----------------------------------------------------------
-    def process_request(self, request: LLMRequest, context: dict[str, Any]) -> LLMRequest:
+    def process_request(self, request: LLMRequest, context: Context) -> LLMRequest:
         context.setdefault("started", self._clock())
         return request
 
-    def process_response(self, response: LLMResponse, context: dict[str, Any]) -> LLMResponse:
+    def process_response(self, response: LLMResponse, context: Context) -> LLMResponse:
         started = context.get("started")
         if started is not None:
             latency_ms = max(0.0, (self._clock() - started) * 1000.0)
@@ -155,15 +156,20 @@ class MetricsMiddleware(Middleware):
             self._key(client_id).successful += 1
         return response
 
-    def process_error(self, error: LLMError, context: dict[str, Any]) -> None:
+    def process_error(self, error: LLMError, context: Context) -> None:
         self._record_error(error, context)
         return None  # observe only: never swallow the error
 
-    def handle(self, request: LLMRequest, context: dict[str, Any], call_next: CallNext) -> Result:
+    def handle(self, request: LLMRequest, context: Context, call_next: CallNext) -> Result:
         try:
             return super().handle(request, context, call_next)
         except LLMError:
             raise  # already counted by process_error
+        except Requeue as requeue:  # an attempt the pipeline sends on: the call ends elsewhere
+            if requeue.cause is not None and requeue.cause.status_code == 429:
+                with self._lock:
+                    self._state.rate_limited += 1
+            raise
         except Exception as exc:  # a bug below us still ends the call
             self._record_error(exc, context)
             raise
@@ -184,7 +190,7 @@ class MetricsMiddleware(Middleware):
         self._lock = threading.Lock()
 
     # --- internals ---------------------------------------------------------
-    def _record_error(self, error: BaseException, context: dict[str, Any]) -> None:
+    def _record_error(self, error: BaseException, context: Context) -> None:
         client_id = _client_id(context, None)
         if getattr(error, "cancelled", False):
             with self._lock:
@@ -197,8 +203,6 @@ class MetricsMiddleware(Middleware):
             s = self._state
             if limited:
                 s.rate_limited += 1
-            if getattr(error, "requeued", False):
-                return  # an attempt the pool sends on: the call ends elsewhere
             s.failed += 1
             s.errors[name] = s.errors.get(name, 0) + 1
             self._key(client_id).failed += 1
@@ -228,7 +232,7 @@ class MetricsMiddleware(Middleware):
             )
 
 
-def _client_id(context: dict[str, Any], fallback: Optional[str]) -> str:
+def _client_id(context: Context, fallback: Optional[str]) -> str:
     return str(context.get("client_id") or fallback or UNKNOWN_CLIENT)
 
 

@@ -11,10 +11,12 @@ Wait before a retry: the server's ``retry-after-ms``, else ``retry-after``
 fast with ``LLMRateLimitError(retry_after=...)`` instead of sleeping past
 the deadline.
 
-A rate-limit 429 is not retried here when the call came through the pool:
-the rate limiter has paused the key, and the pool requeues the call on the
-key that can take it soonest (often another one). Both draw on the call's
-one :class:`CallBudget`.
+A rate-limit 429 is not retried here when the call came through the
+pipeline: the pipeline requeues it onto the key that can take it soonest
+(often another one). Both draw on the call's one :class:`CallBudget`.
+Each re-send this middleware asks for is admitted by the pipeline anew on
+this key; without this middleware nothing is re-sent on the same key, and
+the accounting is unchanged.
 
 Placement: outside RateLimitMiddleware (each attempt is admitted and
 corrected anew), inside Logging and Metrics (they see one call). Streams
@@ -40,7 +42,7 @@ from ..errors import (
     LLMTransportError,
 )
 from ..providers.base import LLMRequest
-from .base import CallNext, Middleware, Result
+from .base import CallNext, Context, Middleware, Result
 
 __all__ = ["RetryMiddleware", "is_retryable", "backoff"]
 
@@ -75,27 +77,12 @@ class _OverBudget(Exception):
         self.from_server = from_server
 
 
-def _for_the_pool(error: BaseException) -> bool:
-    """Failures the pool handles better than a retry on this key: a
-    rate-limit 429 (this key is now paused) or a retry whose key is paused."""
-    if getattr(error, "key_paused", False):
-        return True
+def _left_to_the_pipeline(error: BaseException) -> bool:
+    """A server 429 on a pooled call: the pipeline already requeued it if
+    it could (onto whichever key can take it soonest); what reaches here
+    is a 429 it could not place, which a retry on this paused key would
+    not place either."""
     return isinstance(error, LLMRateLimitError) and error.status_code == 429
-
-
-def _decide_requeue(error: BaseException, budget: CallBudget) -> None:
-    """Mark ``error.requeued`` when the pool should send the call again:
-    the server allows it, the wait fits the time left, a re-send is left.
-    Middleware outside this one then sees an attempt, not a failed call."""
-    if getattr(error, "key_paused", False):
-        requeued = True  # nothing was sent: no re-send spent
-    else:
-        hint = (getattr(error, "headers", None) or {}).get("x-should-retry", "").strip().lower()
-        fits = (getattr(error, "retry_after", None) or 0.0) < budget.time_left()
-        requeued = hint != "false" and fits and budget.spend()
-    error.requeued = requeued  # type: ignore[attr-defined]
-    if isinstance(error, LLMError):
-        error._attrs["requeued"] = requeued
 
 
 class RetryMiddleware(Middleware):
@@ -114,18 +101,17 @@ class RetryMiddleware(Middleware):
     def __repr__(self) -> str:
         return f"<RetryMiddleware max_retries={self.max_retries} budget={self.retry_budget}>"
 
-    def handle(self, request: LLMRequest, context: dict[str, Any], call_next: CallNext) -> Result:
+    def handle(self, request: LLMRequest, context: Context, call_next: CallNext) -> Result:
         budget: CallBudget = context.get("budget") or CallBudget(
             self.max_retries,
             deadline=context.get("deadline"),
             retry_deadline=None if self.retry_budget is None else self.clock() + self.retry_budget,
             clock=self.clock,
         )
-        requeue = bool(context.get("requeue"))
+        pooled = bool(context.get("pooled"))
 
         def should_retry(error: BaseException) -> bool:
-            if requeue and _for_the_pool(error):
-                _decide_requeue(error, budget)  # the pool sends it on, maybe to another key
+            if pooled and _left_to_the_pipeline(error):
                 return False
             return is_retryable(error)
 

@@ -7,11 +7,10 @@ from typing import Any, Optional
 
 import requests
 
-from ..errors import LLMProviderError
 from ..models import LLMProvider, LLMResponse, MessageRole, Usage
 from ..sse import SSEEvent
-from ..transport import HTTPRequest, KeyAuth, send
-from .base import LLMRequest, Provider, StreamDecoder, join_url
+from ..transport import HTTPRequest
+from .base import LLMRequest, Provider, StreamDecoder, join_url, with_query
 
 __all__ = ["AnthropicProvider"]
 
@@ -103,20 +102,16 @@ class AnthropicProvider(Provider):
     def stream_decoder(self) -> StreamDecoder:
         return _AnthropicStream(self)
 
-    def count_tokens(self, session: requests.Session, auth: KeyAuth, request: LLMRequest,
-                     timeout: tuple[float, Optional[float]]) -> Optional[int]:
+    def count_request(self, request: LLMRequest) -> Optional[HTTPRequest]:
         body = self._conversation(request)
         body.update({k: v for k, v in request.extras.items() if k in ("tools", "tool_choice", "thinking")})
-        http = send(session, HTTPRequest("POST", self.count_url, body, {**self.default_headers, **request.headers}),
-                    auth, timeout)
-        try:
-            data = self.read_json(http)
-        finally:
-            http.close()
-        tokens = data.get("input_tokens")
-        if not isinstance(tokens, int):
-            raise LLMProviderError("count_tokens answer has no input_tokens", status_code=502,
-                                   error_type="invalid_response", provider=self.name.value)
+        headers = {**self.default_headers, **request.headers}
+        return HTTPRequest("POST", with_query(self.count_url, request.extra_query), body, headers)
+
+    def parse_count(self, http: requests.Response, content: bytes) -> int:
+        tokens = self.json_object(http, content).get("input_tokens")
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            raise self._invalid(http, "a count without input_tokens")
         return tokens
 
 

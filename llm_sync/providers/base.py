@@ -1,9 +1,10 @@
 """The provider plug-in point: wire format only.
 
-A provider turns an :class:`LLMRequest` into an :class:`HTTPRequest`, sends
-it through :mod:`llm_sync.transport`, and turns the answer (JSON, SSE events
-or an error body) into an :class:`LLMResponse` or a typed error. It knows
-nothing of pools, limits or retries. Instances are immutable after
+A provider turns an :class:`LLMRequest` into an :class:`HTTPRequest` and
+turns the answer (a status, headers and JSON, SSE events or an error body)
+into an :class:`LLMResponse` or a typed error. It does no I/O: the
+pipeline's transport step sends and reads. It knows nothing of pools,
+limits or retries. Instances are immutable after
 construction and shared by every thread.
 """
 
@@ -13,7 +14,8 @@ import json
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Mapping, Optional
+from urllib.parse import urlencode
 
 import requests
 
@@ -26,9 +28,9 @@ from ..errors import (
 )
 from ..models import LLMProvider, LLMResponse, Message, MessageRole, StopReason, Usage
 from ..sse import SSEEvent
-from ..transport import BODY_READ_ERRORS, HTTPRequest, KeyAuth, read_error, send
+from ..transport import HTTPRequest
 
-__all__ = ["LLMRequest", "Provider", "StreamDecoder", "join_url", "parse_retry_after"]
+__all__ = ["LLMRequest", "Provider", "StreamDecoder", "join_url", "with_query", "parse_retry_after"]
 
 
 @dataclass
@@ -44,7 +46,9 @@ class LLMRequest:
     stop: Optional[list[str]] = None
     stream: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # extra_headers, and any middleware adds
+    extra_query: dict[str, Any] = field(default_factory=dict)
+    extra_body: dict[str, Any] = field(default_factory=dict)  # merged over the built body, last
 
     def system_text(self) -> Optional[str]:
         """The top-level system text plus any SYSTEM messages, in order."""
@@ -59,6 +63,13 @@ def join_url(base_url: str, path: str) -> str:
     if base.endswith("/v1") and path.startswith("/v1/"):
         path = path[3:]
     return base + path
+
+
+def with_query(url: str, query: Mapping[str, Any]) -> str:
+    """``url`` with ``query`` appended (per-call ``extra_query``)."""
+    if not query:
+        return url
+    return url + ("&" if "?" in url else "?") + urlencode(query, doseq=True)
 
 
 def parse_retry_after(headers: Mapping[str, str], now: Optional[float] = None) -> Optional[float]:
@@ -122,6 +133,7 @@ class Provider(ABC):
 
     def __init__(self, base_url: str, headers: Optional[Mapping[str, str]] = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.endpoint = self.name.value
         self.completion_url = join_url(self.base_url, self.completion_path)
         self.default_headers = {"content-type": "application/json", "accept": "application/json", **(headers or {})}
 
@@ -149,73 +161,58 @@ class Provider(ABC):
     @abstractmethod
     def is_quota_error(self, body: Any, error_type: Optional[str], code: Optional[str]) -> bool: ...
 
-    def count_tokens(self, session: requests.Session, auth: KeyAuth, request: LLMRequest,
-                     timeout: tuple[float, Optional[float]]) -> Optional[int]:
-        """Native token count, or None where the provider has no endpoint."""
+    def count_request(self, request: LLMRequest) -> Optional[HTTPRequest]:
+        """The native token-counting request, or None where the provider
+        has no such endpoint."""
         return None
+
+    def parse_count(self, http: requests.Response, content: bytes) -> int:
+        """The count from a counting answer (see :meth:`count_request`)."""
+        raise NotImplementedError
 
     # --- shared mechanics ------------------------------------------------
     def build_request(self, request: LLMRequest) -> HTTPRequest:
+        """The HTTP request for ``request``: body, headers, query. Per-call
+        ``extra_headers`` win over the endpoint's headers; ``extra_body``
+        is merged over the body last; ``extra_query`` is appended to the URL."""
         headers = {**self.default_headers, **request.headers}
         if request.stream:
             headers["accept"] = "text/event-stream"
-        return HTTPRequest("POST", self.completion_url, self.build_body(request), headers, request.stream)
+        body = self.build_body(request)
+        body.update(request.extra_body)
+        return HTTPRequest("POST", with_query(self.completion_url, request.extra_query), body, headers,
+                           request.stream)
 
-    def complete(self, session: requests.Session, auth: KeyAuth, request: LLMRequest,
-                 timeout: tuple[float, Optional[float]]) -> LLMResponse:
-        started = time.monotonic()
-        http = send(session, self.build_request(request), auth, timeout)
-        try:
-            body = self.read_json(http)
-        finally:
-            http.close()
+    def parse_response(self, http: requests.Response, content: bytes, started: float,
+                       client_id: Optional[str]) -> LLMResponse:
+        """The answer to a non-streamed call: the response of a 200, the
+        typed error for anything else (a 200 that is not a well-formed
+        answer is a transient server fault, retried like a 5xx)."""
+        body = self.json_object(http, content)
         try:
             response = self.parse_body(body)
         except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
-            raise LLMProviderError(
-                f"the server answered 200 with JSON of an unexpected shape ({type(exc).__name__})",
-                status_code=502, error_type="invalid_response", request_id=self.request_id(http),
-                provider=self.name.value, headers=_plain_headers(http),
-            ) from None
-        self.annotate(response, http, started, auth.client_id)
+            raise self._invalid(http, f"JSON of an unexpected shape ({type(exc).__name__})") from None
+        self.annotate(response, http, started, client_id)
         return response
 
-    def open_stream(self, session: requests.Session, auth: KeyAuth, request: LLMRequest,
-                    timeout: tuple[float, Optional[float]]) -> requests.Response:
-        """Send a streaming request; return the open 200 response or raise."""
-        http = send(session, self.build_request(request), auth, timeout)
-        if http.status_code != 200:
-            try:
-                raise self.error_from_response(http, http.content)
-            finally:
-                http.close()
-        return http
-
-    def read_json(self, http: requests.Response) -> dict[str, Any]:
-        """The JSON body of a 200, or the typed error for anything else.
-
-        A 200 whose body is truncated or not JSON is a transient server
-        fault (retried like a 5xx), never an empty answer.
-        """
-        try:
-            content = http.content
-        except BODY_READ_ERRORS as exc:
-            raise read_error(exc, http.url) from exc
+    def json_object(self, http: requests.Response, content: bytes) -> dict[str, Any]:
+        """The JSON object of a 200, or the typed error for anything else."""
         if http.status_code != 200:
             raise self.error_from_response(http, content)
         try:
             data = json.loads(content)
-        except ValueError:
-            raise LLMProviderError(
-                "the server answered 200 with a body that is not valid JSON",
-                status_code=502, error_type="invalid_response", request_id=self.request_id(http),
-                provider=self.name.value, headers=_plain_headers(http),
-            ) from None
+        except (ValueError, RecursionError):
+            raise self._invalid(http, "a body that is not valid JSON") from None
         if not isinstance(data, dict):
-            raise LLMProviderError("the server answered 200 with JSON that is not an object", status_code=502,
-                                   error_type="invalid_response", request_id=self.request_id(http),
-                                   provider=self.name.value, headers=_plain_headers(http))
+            raise self._invalid(http, "JSON that is not an object")
         return data
+
+    def _invalid(self, http: requests.Response, what: str) -> LLMProviderError:
+        return LLMProviderError(
+            f"the server answered 200 with {what}", status_code=502, error_type="invalid_response",
+            request_id=self.request_id(http), provider=self.endpoint, headers=_plain_headers(http),
+        )
 
     def request_id(self, http: requests.Response) -> Optional[str]:
         return http.headers.get(self.request_id_header)
@@ -243,7 +240,7 @@ class Provider(ABC):
             error_type=error_type or code,
             code=code,
             request_id=self.request_id(http) or (body.get("request_id") if isinstance(body, dict) else None),
-            provider=self.name.value,
+            provider=self.endpoint,
             retry_after=parse_retry_after(http.headers) if cls is not LLMQuotaExceededError else None,
             headers=_plain_headers(http),
         )
@@ -268,7 +265,7 @@ class Provider(ABC):
         if status == 429 and self.is_quota_error(body, error_type, code):
             cls = LLMQuotaExceededError
         return cls(redact(message or "error event in stream"), status_code=status,
-                   error_type=error_type or code, code=code, provider=self.name.value, mid_stream=True)
+                   error_type=error_type or code, code=code, provider=self.endpoint, mid_stream=True)
 
     def annotate(self, response: LLMResponse, http: requests.Response, started: float,
                  client_id: Optional[str]) -> None:
@@ -327,17 +324,3 @@ _EVENT_STATUS = {
 
 def _plain_headers(http: requests.Response) -> dict[str, str]:
     return {k.lower(): v for k, v in http.headers.items()}
-
-
-def iter_body(http: requests.Response) -> Iterator[bytes]:
-    """Body bytes as they arrive: per HTTP chunk when chunked, else
-    whatever the socket has (``read1``), so SSE is never held back."""
-    raw = http.raw
-    if getattr(raw, "chunked", False) or not hasattr(raw, "read1"):
-        yield from http.iter_content(chunk_size=None)
-        return
-    while True:
-        data = raw.read1(65536, decode_content=True)
-        if not data:
-            return
-        yield data

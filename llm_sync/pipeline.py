@@ -1,0 +1,376 @@
+"""The one call pipeline: reserve → lease → key's chain → provider → settle.
+
+Every call — ``complete``, ``stream``, each item of ``complete_batch``,
+each ``submit`` — runs here:
+
+1. **reserve**: the rate limiter picks the key that admits the call
+   soonest and charges its estimate (waiting in line if need be);
+2. **lease** a Session for that key from the pool;
+3. run that key's **middleware chain** (policy: logging, metrics, retry,
+   pauses, user middleware) around the **terminal step**, which sends:
+   provider builds the HTTP request → transport sends and reads →
+   provider parses;
+4. **settle** each send's reservation with what happened.
+
+Retry and requeue are mechanics of this module, not of any middleware:
+a re-send on the same key (RetryMiddleware's policy) is admitted here on
+that key anew; a server 429 (or a re-send that finds its key paused)
+leaves the chain as :class:`~llm_sync.call.Requeue` and the call goes back
+to step 1, onto whichever key can take it soonest. Every reservation is
+owned by one :class:`Sends` object, which ends each exactly once, so the
+accounting stays right whichever middleware a user removes.
+
+Threading contract: a Pipeline is shared by every client and thread of an
+endpoint and keeps no per-call state; per-call state lives in the call's
+:class:`CallContext`, :class:`CallBudget` and :class:`Sends`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional, TypeVar
+
+import requests
+
+from .budget import CallBudget, cut_timeout
+from .call import UNSET, CallContext, CallOptions, Requeue
+from .errors import (
+    LLMClosedError,
+    LLMError,
+    LLMProviderError,
+    LLMRateLimitError,
+    LLMTransportError,
+)
+from .keys import PooledKey
+from .models import LLMResponse
+from .pool import KeyPool, Lease
+from .providers.base import LLMRequest, Provider
+from .ratelimit.limiter import Cost, ProviderLimiter, Reservation
+from .streaming import Stream
+from .tokens import estimate_tokens
+from .transport import BODY_READ_ERRORS, HTTPRequest, read_error, send
+
+__all__ = ["Pipeline", "Sends", "exchange"]
+
+HTTPTimeout = tuple[float, Optional[float]]
+_T = TypeVar("_T")
+Terminal = Callable[[Lease, "Sends", LLMRequest, CallContext], _T]
+
+
+def exchange(session: requests.Session, http_request: HTTPRequest, lease_auth: Any,
+             timeout: HTTPTimeout) -> tuple[requests.Response, bytes]:
+    """The transport step of a non-streamed call: send, read the whole
+    body, close. Transport failures arrive translated (llm_sync errors)."""
+    http = send(session, http_request, lease_auth, timeout)
+    try:
+        return http, http.content
+    except BODY_READ_ERRORS as exc:
+        raise read_error(exc, http.url) from exc
+    finally:
+        http.close()
+
+
+class Sends:
+    """The reservations of one pass (one trip through one key's chain):
+    the pipeline's reservation for the first send, a fresh one on the same
+    key for each re-send. The sole owner that ends them: each is settled,
+    refunded or released exactly once, here."""
+
+    __slots__ = ("_pipeline", "_key", "_context", "_first", "current")
+
+    def __init__(self, pipeline: "Pipeline", key: PooledKey, context: CallContext,
+                 first: Reservation) -> None:
+        self._pipeline = pipeline
+        self._key = key
+        self._context = context
+        self._first: Optional[Reservation] = first
+        self.current: Optional[Reservation] = None
+
+    def take(self, request: LLMRequest) -> Reservation:
+        """The reservation for the send about to happen. A re-send on a
+        key another call's 429 has paused goes back to the pool instead of
+        waiting (another key may take it now); otherwise it waits in line
+        for this key."""
+        limiter = self._pipeline.limiter
+        if self._first is not None:
+            self.current, self._first = self._first, None
+            return self.current
+        scope = limiter.keys[self._key.index]
+        paused = limiter.paused_for(scope)
+        if paused > 0 and self._context.pooled:
+            raise Requeue(None, paused)
+        budget = self._context.budget
+        deadline = budget.wait_deadline() if budget is not None else None
+        self.current = limiter.reserve(self._pipeline.cost_estimate(request), deadline, only=scope)
+        return self.current
+
+    def settle(self, reservation: Reservation, response: LLMResponse) -> None:
+        """Correct the charges to the answer's usage; sync from headers."""
+        limiter = self._pipeline.limiter
+        usage = response.usage
+        if usage.input_tokens or usage.output_tokens:
+            # Writing a prompt to Anthropic's cache counts toward its input limit.
+            counted = usage.input_tokens + (getattr(usage, "cache_creation_input_tokens", 0) or 0)
+            limiter.settle(reservation, counted, usage.output_tokens, response.headers)
+        else:  # a server that reports no usage: keep the estimate
+            limiter.release(reservation, response.headers)
+
+    def fail(self, reservation: Reservation, error: BaseException) -> None:
+        """End a reservation whose send failed, by what the failure proves."""
+        limiter = self._pipeline.limiter
+        headers = getattr(error, "headers", None) or None
+        mid_stream = getattr(error, "mid_stream", False)
+        if reservation.sent_at is None:
+            limiter.refund(reservation, answered=False)  # never sent
+        elif isinstance(error, LLMTransportError) and not error.sent:
+            limiter.refund(reservation, answered=False)  # never reached the server
+        elif _is_server_429(error):
+            limiter.refund(reservation, headers)  # refused: nothing was counted
+        elif isinstance(error, LLMProviderError) and error.status_code is not None \
+                and error.status_code < 500 and not mid_stream:
+            limiter.refund(reservation, headers, keep_request=True)
+        else:  # sent and the outcome is unknown (5xx, read timeout, cut stream): keep the charges
+            limiter.release(reservation, headers)
+
+    def close(self) -> None:
+        """End whatever is still open: the pass is over (a bug below us,
+        a middleware that answered without sending, a requeue)."""
+        limiter = self._pipeline.limiter
+        for reservation in (self._first, self.current):
+            if reservation is not None and not reservation.done:
+                if reservation.sent_at is None:
+                    limiter.refund(reservation, answered=False)
+                else:
+                    limiter.release(reservation)
+
+    def requeue_or_raise(self, error: LLMError) -> None:
+        """A server 429 on a pooled call: send the call on through the pool
+        when the server allows it, the wait fits the time left and a
+        re-send is left. Otherwise the error stands (caller raises it)."""
+        budget = self._context.budget
+        if not self._context.pooled or budget is None or not _is_server_429(error):
+            return
+        assert isinstance(error, LLMRateLimitError)
+        if _should_retry_header(error) == "false":
+            return
+        if (error.retry_after or 0.0) < budget.time_left() and budget.spend():
+            raise Requeue(error, error.retry_after) from error
+
+
+def _is_server_429(error: BaseException) -> bool:
+    return isinstance(error, LLMRateLimitError) and error.status_code == 429 \
+        and not getattr(error, "mid_stream", False)
+
+
+def _should_retry_header(error: BaseException) -> str:
+    return str((getattr(error, "headers", None) or {}).get("x-should-retry", "")).strip().lower()
+
+
+class Pipeline:
+    """Runs calls for one endpoint (see the module docstring)."""
+
+    def __init__(self, pool: KeyPool, provider: Provider, limiter: ProviderLimiter, *,
+                 connect_timeout: float, read_timeout: Optional[float], total_timeout: Optional[float],
+                 max_retries: int, retry_budget: Optional[float], native_counting: bool = False) -> None:
+        self.pool = pool
+        self.provider = provider
+        self.limiter = limiter
+        self.base_timeout: HTTPTimeout = (connect_timeout, read_timeout)
+        self.total_timeout = total_timeout
+        self.max_retries = max_retries
+        self.retry_budget = retry_budget
+        self.native_counting = native_counting and provider.count_request(_PROBE) is not None
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.provider.endpoint}>"
+
+    # --- the calls --------------------------------------------------------
+    def complete(self, request: LLMRequest, options: CallOptions) -> LLMResponse:
+        return self._run(request, options, self._send)
+
+    def stream(self, request: LLMRequest, options: CallOptions) -> Stream:
+        return self._run(request, options, self._open)
+
+    def count_tokens(self, request: LLMRequest, options: CallOptions) -> int:
+        """The provider's native count, or the local estimate where the
+        endpoint has no counting endpoint."""
+        if self.provider.count_request(request) is None:
+            return estimate_tokens(request.messages, request.system)
+        return self._native_count(request, self.deadline(options))
+
+    # --- budget and cost -------------------------------------------------
+    def deadline(self, options: CallOptions) -> Optional[float]:
+        total = self.total_timeout if options.timeout is UNSET else options.timeout
+        assert not isinstance(total, type(UNSET))
+        return None if total is None else time.monotonic() + total
+
+    def budget(self, options: CallOptions) -> CallBudget:
+        retries = self.max_retries if options.max_retries is UNSET else options.max_retries
+        seconds = self.retry_budget if options.retry_budget is UNSET else options.retry_budget
+        assert isinstance(retries, int) and not isinstance(seconds, type(UNSET))
+        return CallBudget(retries, self.deadline(options), None if seconds is None else time.monotonic() + seconds)
+
+    def cost_estimate(self, request: LLMRequest) -> Cost:
+        return Cost(estimate_tokens(request.messages, request.system), request.max_tokens)
+
+    def _cost(self, request: LLMRequest, deadline: Optional[float]) -> Cost:
+        """What the first reservation charges: the input estimate (or the
+        provider's own count: an aid, never a reason to fail) and
+        ``max_tokens`` of output."""
+        if self.native_counting:
+            try:
+                return Cost(self._native_count(request, deadline), request.max_tokens)
+            except LLMError:
+                pass
+        return self.cost_estimate(request)
+
+    # --- the loop: reserve → lease → chain, requeued while allowed --------
+    def _run(self, request: LLMRequest, options: CallOptions, terminal: Terminal[_T]) -> _T:
+        budget = self.budget(options)
+        cost = self._cost(request, budget.deadline)
+        wait_until = budget.deadline  # the first pass may wait its whole timeout
+        while True:
+            reservation, lease = self._reserve_and_lease(cost, wait_until)
+            try:
+                return self._pass(request, lease, reservation, budget, terminal)
+            except Requeue:
+                wait_until = budget.wait_deadline()  # a re-send waits within the retry budget
+
+    def _reserve_and_lease(self, cost: Cost, until: Optional[float]) -> tuple[Reservation, Lease]:
+        """Reserve on the key that admits the call soonest, then lease a
+        Session bound to it. The reservation is refunded if no lease comes."""
+        timeout = None if until is None else max(0.0, until - time.monotonic())
+        wait, by_caller = self.pool.wait_limit(timeout)
+        if self.pool.closed:
+            raise LLMClosedError(f"the {self.pool.name} pool is closed")
+        lease_until = self.pool.clock() + wait
+        reservation = self.limiter.reserve(cost, self.limiter.clock() + wait)
+        try:
+            lease = self.pool.lease(lease_until, by_caller, self.pool.clients[reservation.key.index])
+        except BaseException:
+            self.limiter.refund(reservation, answered=False)
+            raise
+        return reservation, lease
+
+    def _pass(self, request: LLMRequest, lease: Lease, reservation: Reservation, budget: CallBudget,
+              terminal: Terminal[_T]) -> _T:
+        """One trip through the leased key's chain."""
+        key = lease.key
+        context = CallContext(endpoint=self.provider.endpoint, client_id=key.client_id, model=request.model,
+                              stream=request.stream, budget=budget, pooled=True)
+        sends = Sends(self, key, context, reservation)
+        try:
+            result = key.middleware_chain.run(request, context, lambda req: terminal(lease, sends, req, context))
+        except Requeue as requeue:
+            sends.close()
+            lease.release()
+            if requeue.cause is not None:
+                key.record(requeue.cause, requeued=True)
+            raise
+        except BaseException as error:
+            sends.close()
+            lease.release()
+            key.record(error)
+            raise
+        if isinstance(result, Stream):
+            # Only now, with every finisher registered, does the stream own
+            # the lease: a stream that already ended settles before it goes.
+            result.attach(lease)
+            lease.track(result)
+            return result  # type: ignore[return-value]
+        sends.close()  # a middleware may have answered without sending
+        lease.release()
+        key.record(None)
+        if request.stream:
+            raise LLMError("a middleware answered a streamed call with a plain response")
+        return result  # type: ignore[return-value]
+
+    # --- terminal steps: provider and transport ---------------------------
+    def _send(self, lease: Lease, sends: Sends, request: LLMRequest, context: CallContext) -> LLMResponse:
+        """Send one non-streamed request and parse the answer."""
+        reservation = sends.take(request)
+        try:
+            http_request = self.provider.build_request(request)
+            timeout = self._attempt_timeout(context)
+            self.limiter.mark_sent(reservation)
+            started = time.monotonic()
+            http, content = exchange(lease.session, http_request, lease.key.auth, timeout)
+            response = self.provider.parse_response(http, content, started, lease.key.client_id)
+        except LLMError as error:
+            sends.fail(reservation, error)
+            sends.requeue_or_raise(error)
+            raise
+        except BaseException as error:
+            sends.fail(reservation, error)
+            raise
+        sends.settle(reservation, response)
+        return response
+
+    def _open(self, lease: Lease, sends: Sends, request: LLMRequest, context: CallContext) -> Stream:
+        """Open one streamed request and read up to its first text: an
+        error before any text fails here, inside the chain, where it is
+        retried like any other."""
+        reservation = sends.take(request)
+        key = lease.key
+        try:
+            http_request = self.provider.build_request(request)
+            timeout = self._attempt_timeout(context)
+            self.limiter.mark_sent(reservation)
+            started = time.monotonic()
+            http = send(lease.session, http_request, key.auth, timeout)
+            if http.status_code != 200:
+                _, content = _drain(http)
+                raise self.provider.error_from_response(http, content)
+            stream = Stream(http, self.provider, key.client_id, started, deadline=context.deadline)
+            self.limiter.observe(reservation, stream.headers)  # its key has answered
+            stream.add_finisher(lambda response, error: self._finish(sends, reservation, response, error))
+            stream.prime()
+        except LLMError as error:
+            sends.fail(reservation, error)  # a no-op if the stream's finisher settled it
+            sends.requeue_or_raise(error)
+            raise
+        except BaseException as error:
+            sends.fail(reservation, error)
+            raise
+        stream.context = context
+        stream.add_finisher(lambda response, error: key.record(error))
+        return stream
+
+    @staticmethod
+    def _finish(sends: Sends, reservation: Reservation, response: Optional[LLMResponse],
+                error: Optional[LLMError]) -> None:
+        if response is not None:
+            sends.settle(reservation, response)
+        elif error is not None:
+            sends.fail(reservation, error)
+
+    def _attempt_timeout(self, context: CallContext) -> HTTPTimeout:
+        """(connect, read) for this send: a re-send gets what the call has left."""
+        budget = context.budget
+        return budget.http_timeout(*self.base_timeout) if budget is not None else self.base_timeout
+
+    def _native_count(self, request: LLMRequest, deadline: Optional[float]) -> int:
+        """Ask the provider. Counting is free and limited apart from
+        messages, so it takes a lease without a rate-limit reservation."""
+        http_request = self.provider.count_request(request)
+        assert http_request is not None
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        with self.pool.acquire(timeout) as lease:
+            http, content = exchange(lease.session, http_request, lease.key.auth,
+                                     cut_timeout(*self.base_timeout, deadline))
+        return self.provider.parse_count(http, content)
+
+
+def _drain(http: requests.Response) -> tuple[requests.Response, bytes]:
+    """Read an error answer's body, then close it."""
+    try:
+        return http, http.content
+    except BODY_READ_ERRORS as exc:
+        raise read_error(exc, http.url) from exc
+    finally:
+        http.close()
+
+
+# A request used once to ask a provider whether it can count tokens.
+_PROBE = LLMRequest(messages=[], model="probe")
+
