@@ -6,6 +6,7 @@ chain per key, streaming, batches and futures — for code without asyncio.
 
 import logging
 
+from .call import UNSET
 from .client import LLMClient
 from .config import LLMConfig
 from .errors import (
@@ -32,7 +33,7 @@ from .middleware import (
     RetryMiddleware,
 )
 from .models import LLMProvider, LLMResponse, Message, MessageRole, Usage
-from .session import SessionManager
+from .session import Conversation, SessionManager
 from .streaming import Stream
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -41,6 +42,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "UNSET",
     "get_llm_manager",
     "reset_llm_manager",
     "LLMManager",
@@ -52,6 +54,7 @@ __all__ = [
     "MessageRole",
     "Usage",
     "SessionManager",
+    "Conversation",
     "Stream",
     "Middleware",
     "MiddlewareChain",

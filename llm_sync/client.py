@@ -276,7 +276,7 @@ def _check_headers(headers: Any, provider: Provider) -> dict[str, str]:
         return {}
     if not isinstance(headers, Mapping):
         raise LLMValidationError(f"extra_headers must be a mapping of names to strings, got {type(headers).__name__}")
-    auth = {name.lower() for name in provider.auth_headers("")}
+    auth = _KEY_HEADERS | {name.lower() for name in provider.auth_headers("")}
     out: dict[str, str] = {}
     for name, value in headers.items():
         if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
@@ -324,6 +324,9 @@ def _check_body(body: Any, what: str) -> dict[str, Any]:
     return dict(body)
 
 
+# Headers that carry credentials: keys belong in api_keys, where they are
+# kept secret, never in per-call headers that middleware and logs can see.
+_KEY_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 

@@ -246,7 +246,7 @@ class Pipeline:
         lease_until = self.pool.clock() + wait
         reservation = self.limiter.reserve(cost, self.limiter.clock() + wait)
         try:
-            lease = self.pool.lease(lease_until, by_caller, self.pool.clients[reservation.key.index])
+            lease = self.pool.lease(lease_until, by_caller, self.pool.keys[reservation.key.index])
         except BaseException:
             self.limiter.refund(reservation, answered=False)
             raise

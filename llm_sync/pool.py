@@ -107,7 +107,7 @@ class KeyPool:
         if not keys:
             raise LLMError(f"{name}: a pool needs at least one key")
         self.name = name
-        self.clients = list(keys)
+        self.keys = list(keys)
         self.max_size = max_size
         self.acquire_timeout = acquire_timeout
         self.idle_timeout = idle_timeout
@@ -125,7 +125,7 @@ class KeyPool:
         self._lock = threading.Lock()
         self._waiting = 0
         self._sequence = itertools.count()
-        self._last_chosen = {key.client_id: -1 for key in self.clients}
+        self._last_chosen = {key.client_id: -1 for key in self.keys}
         self._free: "queue.LifoQueue[Optional[_Slot]]" = queue.LifoQueue()
         self._graveyard: "collections.deque[Stream]" = collections.deque()
         self._streams: "weakref.WeakSet[Stream]" = weakref.WeakSet()
@@ -146,7 +146,7 @@ class KeyPool:
                 return
             # The parent's sockets and any lock held at fork time stay behind.
             self._setup()
-            for key in self.clients:
+            for key in self.keys:
                 key.after_fork()
             self.limiter.after_fork()
 
@@ -155,9 +155,14 @@ class KeyPool:
         return self._clock()
 
     @property
+    def clients(self) -> list[PooledKey]:
+        """The key-bound clients, as API.md names them (``self.keys``)."""
+        return self.keys
+
+    @property
     def _clients(self) -> list[PooledKey]:
         """Kept for the seed's examples (``pool._clients``)."""
-        return self.clients
+        return self.keys
 
     # --- leasing --------------------------------------------------------
     def acquire(self, timeout: Optional[float] = None, key: Optional[PooledKey] = None) -> Lease:
@@ -220,7 +225,7 @@ class KeyPool:
         """The key with the fewest leases; ties go to the least recently
         chosen, so equal keys are used in turn."""
         with self._lock:
-            key = min(self.clients, key=lambda k: (k.in_use, self._last_chosen[k.client_id]))
+            key = min(self.keys, key=lambda k: (k.in_use, self._last_chosen[k.client_id]))
             self._last_chosen[key.client_id] = next(self._sequence)
             key.bind()
         return key
@@ -265,12 +270,12 @@ class KeyPool:
             "available_clients": available,
             "in_flight": self.max_size - available,
             "queue_size": self.waiting,
-            "keys": len(self.clients),
+            "keys": len(self.keys),
             "closed": self._closed,
             "client_statuses": [
                 {**key.status(), "paused_for": self.limiter.paused_for(self.limiter.keys[key.index]),
                  "rate_limit_status": self.limiter.status(self.limiter.keys[key.index])}
-                for key in self.clients
+                for key in self.keys
             ],
         }
 

@@ -9,7 +9,7 @@ from .errors import LLMValidationError
 from .models import Message, MessageRole
 from .tokens import estimate_tokens
 
-__all__ = ["SessionManager"]
+__all__ = ["SessionManager", "Conversation"]
 
 
 class SessionManager:
@@ -67,3 +67,7 @@ class SessionManager:
                     break
             else:
                 return
+
+
+# The same class under the name that says what it holds.
+Conversation = SessionManager
