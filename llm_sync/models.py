@@ -100,7 +100,7 @@ def _describe(exc: ValidationError, what: str) -> str:
     return f"invalid {what}: " + "; ".join(problems)
 
 
-MessagesInput = Union[str, Iterable[Union[Message, dict]]]
+MessagesInput = Union[str, Iterable[Union[Message, dict[str, Any]]]]
 
 
 def normalize_messages(messages: MessagesInput) -> list[Message]:

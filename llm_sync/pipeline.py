@@ -28,12 +28,12 @@ endpoint and keeps no per-call state; per-call state lives in the call's
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar, Union, cast
 
 import requests
 
 from .budget import CallBudget, cut_timeout
-from .call import UNSET, CallContext, CallOptions, Requeue
+from .call import CallContext, CallOptions, Requeue, Unset
 from .errors import (
     LLMClosedError,
     LLMError,
@@ -55,6 +55,7 @@ __all__ = ["Pipeline", "Sends", "exchange"]
 HTTPTimeout = tuple[float, Optional[float]]
 _T = TypeVar("_T")
 Terminal = Callable[[Lease, "Sends", LLMRequest, CallContext], _T]
+Result = Union[LLMResponse, Stream]
 
 
 def exchange(session: requests.Session, http_request: HTTPRequest, lease_auth: Any,
@@ -200,14 +201,12 @@ class Pipeline:
 
     # --- budget and cost -------------------------------------------------
     def deadline(self, options: CallOptions) -> Optional[float]:
-        total = self.total_timeout if options.timeout is UNSET else options.timeout
-        assert not isinstance(total, type(UNSET))
+        total = self.total_timeout if isinstance(options.timeout, Unset) else options.timeout
         return None if total is None else time.monotonic() + total
 
     def budget(self, options: CallOptions) -> CallBudget:
-        retries = self.max_retries if options.max_retries is UNSET else options.max_retries
-        seconds = self.retry_budget if options.retry_budget is UNSET else options.retry_budget
-        assert isinstance(retries, int) and not isinstance(seconds, type(UNSET))
+        retries = self.max_retries if isinstance(options.max_retries, Unset) else options.max_retries
+        seconds = self.retry_budget if isinstance(options.retry_budget, Unset) else options.retry_budget
         return CallBudget(retries, self.deadline(options), None if seconds is None else time.monotonic() + seconds)
 
     def cost_estimate(self, request: LLMRequest) -> Cost:
@@ -260,7 +259,8 @@ class Pipeline:
                               stream=request.stream, budget=budget, pooled=True)
         sends = Sends(self, key, context, reservation)
         try:
-            result = key.middleware_chain.run(request, context, lambda req: terminal(lease, sends, req, context))
+            result = key.middleware_chain.run(request, context,
+                                              lambda req: cast(Result, terminal(lease, sends, req, context)))
         except Requeue as requeue:
             sends.close()
             lease.release()
@@ -277,13 +277,13 @@ class Pipeline:
             # the lease: a stream that already ended settles before it goes.
             result.attach(lease)
             lease.track(result)
-            return result  # type: ignore[return-value]
+            return cast(_T, result)
         sends.close()  # a middleware may have answered without sending
         lease.release()
         key.record(None)
         if request.stream:
             raise LLMError("a middleware answered a streamed call with a plain response")
-        return result  # type: ignore[return-value]
+        return cast(_T, result)
 
     # --- terminal steps: provider and transport ---------------------------
     def _send(self, lease: Lease, sends: Sends, request: LLMRequest, context: CallContext) -> LLMResponse:

@@ -204,12 +204,14 @@ class MetricsCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
         from prometheus_client.utils import floatToGoString
 
+        go: Callable[[float], str] = floatToGoString
+
         kinds = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}
         for fam in families:
             out = kinds[fam.kind](fam.name, fam.help, labels=list(fam.labels))
             for values, value in fam.series:
                 if fam.kind == "histogram":
-                    out.add_metric(list(values), [(floatToGoString(b), c) for b, c in value.buckets], value.sum)
+                    out.add_metric(list(values), [(go(b), c) for b, c in value.buckets], value.sum)
                 else:
                     out.add_metric(list(values), value)
             yield out

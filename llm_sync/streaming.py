@@ -18,7 +18,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterator, MutableMapping, Optional, Protocol
 
 import requests
 
@@ -98,7 +98,7 @@ class Stream:
         self._ended = False  # succeeded, failed or closed early: finishers ran
         self._outcome: Optional[list[Any]] = None  # [response, error] once ended
         self._closed = False
-        self.context: dict[str, Any] = {}
+        self.context: MutableMapping[str, Any] = {}
 
     # --- public -------------------------------------------------------
     @property
@@ -130,7 +130,7 @@ class Stream:
         response, error = self._outcome
         result = finisher(response, error)
         if response is not None and result is not None:
-            self._response = self._outcome[0] = result  # type: ignore[index]
+            self._response = self._outcome[0] = result
 
     def prime(self) -> None:
         """Read until the first text chunk is ready (or the end). A failure

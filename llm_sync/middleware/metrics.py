@@ -166,7 +166,7 @@ class MetricsMiddleware(Middleware):
         except LLMError:
             raise  # already counted by process_error
         except Requeue as requeue:  # an attempt the pipeline sends on: the call ends elsewhere
-            if requeue.cause is not None and requeue.cause.status_code == 429:
+            if getattr(requeue.cause, "status_code", None) == 429:
                 with self._lock:
                     self._state.rate_limited += 1
             raise

@@ -52,18 +52,18 @@ BACKOFF_CAP = 8.0
 
 def backoff(attempt: int, draw: Callable[[], float] = random.random) -> float:
     """Full jitter: uniform in [0, min(cap, start * 2**(attempt-1))]."""
-    return draw() * min(BACKOFF_CAP, BACKOFF_START * 2 ** (attempt - 1))
+    return float(draw()) * min(BACKOFF_CAP, BACKOFF_START * 2.0 ** (attempt - 1))
 
 
 def is_retryable(error: BaseException) -> bool:
     """The status-based decision, overridden by ``x-should-retry``."""
     if not isinstance(error, LLMError) or isinstance(error, LLMQuotaExceededError):
         return False
-    hint = (getattr(error, "headers", None) or {}).get("x-should-retry", "").strip().lower()
+    hint = str((getattr(error, "headers", None) or {}).get("x-should-retry", "")).strip().lower()
     if hint in ("true", "false"):
         return hint == "true"
     if isinstance(error, LLMTransportError):
-        return not getattr(error, "deadline_passed", False)
+        return not bool(getattr(error, "deadline_passed", False))
     if isinstance(error, LLMProviderError):
         return error.status_code in RETRYABLE_STATUSES
     return False
