@@ -79,7 +79,7 @@ class Requeue(Exception):
 
 
 _TYPED = ("provider", "endpoint", "client_id", "model", "stream", "started", "attempt", "retries", "deadline",
-          "budget")
+          "budget", "pooled")
 
 
 class CallContext(MutableMapping[str, Any]):
