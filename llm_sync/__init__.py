@@ -10,6 +10,7 @@ from .client import LLMClient
 from .config import LLMConfig
 from .errors import (
     LLMAuthenticationError,
+    LLMClosedError,
     LLMConfigError,
     LLMConnectionError,
     LLMError,
@@ -62,6 +63,7 @@ __all__ = [
     "LLMError",
     "LLMConfigError",
     "LLMValidationError",
+    "LLMClosedError",
     "LLMPoolExhaustedError",
     "LLMTransportError",
     "LLMConnectionError",
