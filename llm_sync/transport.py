@@ -10,6 +10,7 @@ followed, so a key can never be carried to another host.
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import re
 import socket
 import ssl
@@ -142,8 +143,14 @@ def send(
 
 
 def is_loopback(url: str) -> bool:
+    """Whether ``url`` names this machine: ``localhost``, 127.0.0.0/8, ``::1``."""
     host = (urlsplit(url).hostname or "").lower()
-    return host in ("localhost", "::1") or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: "127.0.0.1.example.com" is not loopback
+        return False
 
 
 def interrupt(http: requests.Response) -> None:
@@ -270,7 +277,10 @@ def translate_transport_error(
     if seen(*_NEVER_CONNECTED):
         reason = _first(chain, _NEVER_CONNECTED) or exc
         return LLMConnectionError(f"could not connect to {host}: {type(reason).__name__}", sent=False)
-    if seen(*_BODY_CUT, OSError, urllib3.exceptions.HTTPError):  # requests' errors are OSErrors too
+    if seen(*_BODY_CUT, requests.exceptions.ConnectionError) or any(
+            isinstance(link, (OSError, urllib3.exceptions.HTTPError))
+            and not isinstance(link, requests.exceptions.RequestException)  # all OSErrors too
+            for link in chain):
         return LLMConnectionError(f"connection lost talking to {host}: {_reason(chain)}")
     return LLMConnectionError(f"request to {host} failed: {_reason(chain)}")
 
