@@ -225,7 +225,10 @@ class LLMRateLimitError(LLMProviderError):
 
     local: bool = False
     """True when the client's own rate limiter refused the call (nothing was
-    sent, ``status_code`` is None); False for a 429 the server sent."""
+    sent, ``status_code`` is None: build it with :meth:`local_limit`). False
+    when a server answered 429 — also when the retry middleware gives up
+    because the server's ``retry-after`` exceeds the call's budget (then
+    ``status_code`` is the server's)."""
     requeued: bool = False  # internal; to be removed by the pipeline
     key_paused: bool = False  # internal; to be removed by the pipeline
 

@@ -118,12 +118,12 @@ def test_timeout_message_without_a_timeout():
 
 NEVER_CONNECTED = [
     pytest.param(wrapped(new_connection_error()), "NewConnectionError", id="NewConnectionError"),
-    pytest.param(wrapped(urllib3.exceptions.NameResolutionError(HOST, None, socket.gaierror(-2, "unknown"))),  # type: ignore[arg-type]
+    pytest.param(wrapped(urllib3.exceptions.NameResolutionError(HOST, None, socket.gaierror(-2, "unknown"))),
                  "NameResolutionError", id="NameResolutionError"),
     pytest.param(ConnectionRefusedError(111, "Connection refused"), "ConnectionRefusedError", id="refused"),
     pytest.param(wrapped(urllib3.exceptions.ProxyError("cannot connect to proxy", new_connection_error()),
                          requests.exceptions.ProxyError), "ProxyError", id="ProxyError"),
-    pytest.param(requests.exceptions.ConnectionError(urllib3.exceptions.ClosedPoolError(None, "closed")),  # type: ignore[arg-type]
+    pytest.param(requests.exceptions.ConnectionError(urllib3.exceptions.ClosedPoolError(None, "closed")),
                  "ClosedPoolError", id="ClosedPoolError"),
 ]
 
@@ -251,7 +251,8 @@ HEADERS = {"content-type": "application/json", "x-api-key": KEY}
     ({**HEADERS, "x-api-key": " " + KEY},
      requests.exceptions.InvalidHeader(f"Invalid leading whitespace in header value: {' ' + KEY!r}"),
      "header 'x-api-key' has leading whitespace or a line break in its value"),
-    ({**HEADERS, "x-api-key": 12345}, requests.exceptions.InvalidHeader(f"Header part (12345) from ('x-api-key', 12345)"),
+    ({**HEADERS, "x-api-key": 12345},
+     requests.exceptions.InvalidHeader("Header part (12345) from ('x-api-key', 12345) must be of type str"),
      "header 'x-api-key' must be a string, not int"),
     ({**HEADERS, "bad:name": KEY}, ValueError("Invalid header name b'bad:name'"),
      "header name 'bad:name' is not a valid HTTP header name"),
