@@ -11,6 +11,7 @@ from .client import LLMClient
 from .config import LLMConfig
 from .errors import (
     LLMAuthenticationError,
+    LLMClosedError,
     LLMConfigError,
     LLMConnectionError,
     LLMError,
@@ -65,6 +66,7 @@ __all__ = [
     "LLMError",
     "LLMConfigError",
     "LLMValidationError",
+    "LLMClosedError",
     "LLMPoolExhaustedError",
     "LLMTransportError",
     "LLMConnectionError",

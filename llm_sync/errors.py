@@ -1,16 +1,31 @@
 """The exception tree, and the one table that maps HTTP statuses to it.
 
-    LLMError
+    LLMError                      base of every llm_sync error
     ├── LLMConfigError            bad configuration (names the field)
     ├── LLMValidationError        bad input to a call, raised before any I/O
-    ├── LLMPoolExhaustedError     no lease free within acquire_timeout
+    │                             (also a ValueError); never retried
+    ├── LLMClosedError            a call after close() (manager, pool, client)
     ├── LLMTransportError         no usable response ("no response" failures)
-    │   ├── LLMConnectionError    connect/reset/truncated stream
+    │   │                         .sent, .partial_text
+    │   ├── LLMConnectionError    connect/reset/truncated body or stream
+    │   │   └── LLMStreamError    a stream failed or was closed after text
+    │   │                         was yielded (.partial_text, .cancelled)
     │   └── LLMTimeoutError       connect or read timeout, deadline passed
+    │       │                     (.deadline_passed)
+    │       └── LLMPoolExhaustedError  no lease free within acquire_timeout
     └── LLMProviderError          the server answered with an error status
+        │                         .status_code, .error_type, .code,
+        │                         .request_id, .provider, .retry_after,
+        │                         .headers, .mid_stream, .partial_text
         ├── LLMAuthenticationError  401 / 403
-        ├── LLMRateLimitError       429 that means "slow down" (.retry_after)
+        ├── LLMRateLimitError       429 that means "slow down" (.retry_after);
+        │                           .local: raised by the client's own
+        │                           limiter, no 429 was received
         └── LLMQuotaExceededError   429 that means "pay up" (never retried)
+
+Every attribute an error carries is declared, with its type and default, on
+the class that carries it. Passing an undeclared one to the constructor is
+a ``TypeError``; setting one afterwards is an ``AttributeError``.
 
 Every error is picklable (they cross ``concurrent.futures`` and process
 boundaries) and none ever carries an API key: messages are built from
@@ -19,13 +34,15 @@ server text that is scrubbed by :func:`redact` before it is stored.
 
 from __future__ import annotations
 
+import inspect
 import re
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 __all__ = [
     "LLMError",
     "LLMConfigError",
     "LLMValidationError",
+    "LLMClosedError",
     "LLMPoolExhaustedError",
     "LLMTransportError",
     "LLMConnectionError",
@@ -55,18 +72,52 @@ def redact(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
 
 
 class LLMError(Exception):
-    """Base of every llm_sync error. Attributes beyond the message are kept
-    in ``_attrs`` too, so pickling round-trips them."""
+    """Base of every llm_sync error.
 
-    partial_text: str
+    ``message`` is the redacted text. The other attributes are declared on
+    each subclass as annotated class attributes with a default (the
+    declaration is the whole contract: ``_fields`` lists them) and set by
+    keyword: ``LLMTimeoutError("slow", sent=False)``.
+    """
+
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        fields = list(cls._fields)  # the first base's, then any other LLMError base's
+        for base in cls.__mro__[1:]:
+            fields += [name for name in getattr(base, "_fields", ()) if name not in fields]
+        for name, annotation in inspect.get_annotations(cls).items():
+            if name.startswith("_") or str(annotation).startswith(("ClassVar", "typing.ClassVar")):
+                continue
+            if name not in cls.__dict__:
+                raise TypeError(f"{cls.__name__}.{name} is declared without a default")
+            if name not in fields:
+                fields.append(name)
+        cls._fields = tuple(fields)
 
     def __init__(self, message: str = "", **attrs: Any) -> None:
+        unknown = [name for name in attrs if name not in self._fields]
+        if unknown:
+            declared = ", ".join(self._fields) or "none"
+            raise TypeError(f"{type(self).__name__} has no attribute {', '.join(map(repr, unknown))} "
+                            f"(declared: {declared})")
         message = redact(str(message))
         super().__init__(message)
         self.message = message
         for name, value in attrs.items():
             setattr(self, name, value)
-        self._attrs = attrs
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name != "message" and not name.startswith("_") and name not in self._fields:
+            raise AttributeError(f"{type(self).__name__} declares no attribute {name!r}")
+        super().__setattr__(name, value)
+
+    @property
+    def _attrs(self) -> dict[str, Any]:
+        """The declared attributes set on this instance (the rest keep their
+        class default). Read-only view: set an attribute, not this dict."""
+        return {name: value for name, value in vars(self).items() if name in self._fields}
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_error, (type(self), self.message, self._attrs))
@@ -86,82 +137,81 @@ class LLMConfigError(LLMError):
 
 
 class LLMValidationError(LLMError, ValueError):
-    """A call's arguments are invalid; raised before anything is sent."""
+    """A call's arguments are invalid; raised before anything is sent, and
+    never retried."""
 
 
-class LLMPoolExhaustedError(LLMError):
-    """No lease became free within ``pool.acquire_timeout``."""
+class LLMClosedError(LLMError):
+    """A call on a manager, pool or client after its ``close()``."""
 
 
 class LLMTransportError(LLMError):
-    """No usable response arrived. ``sent`` says whether the request may
-    have reached the server (False: safe to retry, nothing was charged)."""
+    """No usable response arrived."""
 
-    sent: bool
+    sent: bool = True
+    """Whether the request may have reached the server. False: it provably
+    did not (connect failure) — safe to retry, nothing was charged, and any
+    rate-limit reservation can be refunded in full."""
 
-    def __init__(self, message: str = "", *, sent: bool = True, **attrs: Any) -> None:
-        super().__init__(message, sent=sent, **attrs)
+    partial_text: str = ""
+    """Text a stream had yielded before the failure ("" if none)."""
 
 
 class LLMConnectionError(LLMTransportError):
-    """Connecting failed, the connection dropped, or a stream ended early."""
+    """Connecting failed, the connection dropped, or a body or stream ended
+    early."""
 
 
 class LLMTimeoutError(LLMTransportError):
     """The connect or read timeout, or the call's deadline, passed."""
 
+    deadline_passed: bool = False
+    """The call's own deadline passed (not just one read): no time is left
+    for a retry."""
+
+
+class LLMPoolExhaustedError(LLMTimeoutError):
+    """No lease became free within ``pool.acquire_timeout``: the call waited
+    too long and nothing was sent."""
+
+    sent = False
+
 
 class LLMStreamError(LLMConnectionError):
     """A stream failed after text was already yielded; ``partial_text``
-    holds what the caller received before the failure. ``cancelled`` is
-    True when the caller closed the stream early (no failure then)."""
+    holds what the caller received before the failure."""
 
-    partial_text: str
-
-    def __init__(self, message: str = "", *, partial_text: str = "", **attrs: Any) -> None:
-        super().__init__(message, partial_text=partial_text, **attrs)
+    cancelled: bool = False
+    """The caller closed the stream early: no failure, just its end."""
 
 
 class LLMProviderError(LLMError):
     """The server answered with an error status (or an error event)."""
 
-    status_code: Optional[int]
-    error_type: Optional[str]
-    request_id: Optional[str]
-    provider: Optional[str]
-    retry_after: Optional[float]
-    headers: dict[str, str]
-
-    def __init__(
-        self,
-        message: str = "",
-        *,
-        status_code: int | None = None,
-        error_type: str | None = None,
-        request_id: str | None = None,
-        provider: str | None = None,
-        retry_after: float | None = None,
-        **attrs: Any,
-    ) -> None:
-        super().__init__(
-            message,
-            status_code=status_code,
-            error_type=error_type,
-            request_id=request_id,
-            provider=provider,
-            retry_after=retry_after,
-            **attrs,
-        )
+    status_code: Optional[int] = None
+    """The HTTP status (for an error event in a stream: the status its type
+    stands for). None when no status was received (a local rate limit)."""
+    error_type: Optional[str] = None
+    """The provider's error type, else its error code."""
+    code: Optional[str] = None
+    """The provider's error code (OpenAI ``error.code``), if any."""
+    request_id: Optional[str] = None
+    provider: Optional[str] = None
+    """The endpoint's provider kind (``"anthropic"``, ``"openai"``)."""
+    retry_after: Optional[float] = None
+    """Seconds the server (or the local limiter) says to wait; None if no hint."""
+    headers: Optional[dict[str, str]] = None
+    """The response headers, lower-cased; None when there was no response."""
+    mid_stream: bool = False
+    """The error arrived as an event inside a 200 stream."""
+    partial_text: str = ""
+    """Text a stream had yielded before the error event ("" if none)."""
 
     def __str__(self) -> str:
-        parts = [self.message]
-        if self.status_code is not None:
-            parts.append(f"status={self.status_code}")
-        if self.error_type:
-            parts.append(f"type={self.error_type}")
-        if self.request_id:
-            parts.append(f"request_id={self.request_id}")
-        return " ".join(parts[:1]) + (f" ({', '.join(parts[1:])})" if parts[1:] else "")
+        parts = [f"{name}={value}" for name, value in (
+            ("status", self.status_code), ("type", self.error_type), ("request_id", self.request_id))
+            if value is not None and value != ""]
+        return f"{self.message} ({', '.join(parts)})" if parts else self.message
 
 
 class LLMAuthenticationError(LLMProviderError):
@@ -169,8 +219,24 @@ class LLMAuthenticationError(LLMProviderError):
 
 
 class LLMRateLimitError(LLMProviderError):
-    """Slow down: a 429, or a local limit that would not clear before the
-    caller's deadline. ``retry_after`` is seconds until it may succeed."""
+    """Slow down: a 429 from the server, or a local limit that would not
+    clear before the caller's deadline. ``retry_after`` is seconds until it
+    may succeed."""
+
+    local: bool = False
+    """True when the client's own rate limiter refused the call (nothing was
+    sent, ``status_code`` is None: build it with :meth:`local_limit`). False
+    when a server answered 429 — also when the retry middleware gives up
+    because the server's ``retry-after`` exceeds the call's budget (then
+    ``status_code`` is the server's)."""
+    requeued: bool = False  # internal; to be removed by the pipeline
+    key_paused: bool = False  # internal; to be removed by the pipeline
+
+    @classmethod
+    def local_limit(cls, message: str, retry_after: Optional[float] = None, *,
+                    provider: Optional[str] = None) -> "LLMRateLimitError":
+        """The error for a limit enforced locally: no request was sent."""
+        return cls(message, retry_after=retry_after, provider=provider, local=True)
 
 
 class LLMQuotaExceededError(LLMProviderError):

@@ -9,18 +9,41 @@ followed, so a key can never be carried to another host.
 
 from __future__ import annotations
 
+import http.client
+import ipaddress
+import re
 import socket
+import ssl
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from .errors import LLMConnectionError, LLMTimeoutError, LLMTransportError
+from .errors import (
+    LLMConfigError,
+    LLMConnectionError,
+    LLMError,
+    LLMTimeoutError,
+    LLMTransportError,
+    LLMValidationError,
+)
 
-__all__ = ["KeyAuth", "HTTPRequest", "build_session", "send", "interrupt", "is_loopback", "USER_AGENT"]
+__all__ = [
+    "KeyAuth",
+    "HTTPRequest",
+    "build_session",
+    "send",
+    "translate_transport_error",
+    "read_error",
+    "interrupt",
+    "is_loopback",
+    "BODY_READ_ERRORS",
+    "SEND_ERRORS",
+    "USER_AGENT",
+]
 
 try:
     from importlib.metadata import version as _version
@@ -94,12 +117,11 @@ def send(
     auth: KeyAuth,
     timeout: tuple[float, Optional[float]],
 ) -> requests.Response:
-    """Send one request; translate transport failures to llm_sync errors.
-
-    ``LLMConnectionError.sent`` is False only where the request provably
-    never reached the server (connect failures): safe to retry, and any
-    rate-limit reservation can be refunded in full.
-    """
+    """Send one request; any transport failure is raised as the error
+    :func:`translate_transport_error` makes of it, ``from`` the original —
+    except where the original's text may echo a header value (a key): then
+    it is dropped."""
+    echoed: Optional[LLMError] = None
     try:
         return session.request(
             request.method,
@@ -111,21 +133,24 @@ def send(
             stream=request.stream,
             allow_redirects=False,
         )
-    except requests.exceptions.ConnectTimeout as exc:
-        raise LLMTimeoutError(f"connect timed out after {timeout[0]}s", sent=False) from exc
-    except requests.exceptions.ReadTimeout as exc:
-        raise LLMTimeoutError(f"no response within the read timeout ({timeout[1]}s)") from exc
-    except requests.exceptions.SSLError as exc:
-        raise LLMConnectionError(f"TLS error talking to {_host(request.url)}", sent=False) from exc
-    except requests.exceptions.ConnectionError as exc:
-        raise translate_connection_error(exc, request.url) from exc
-    except requests.exceptions.RequestException as exc:
-        raise LLMConnectionError(f"request to {_host(request.url)} failed: {type(exc).__name__}") from exc
+    except SEND_ERRORS as exc:
+        headers = {**session.headers, **request.headers, **auth._headers}
+        error = translate_transport_error(exc, request.url, timeout=timeout, headers=headers)
+        if not _is_header_error(exc):
+            raise error from exc
+        echoed = error
+    raise echoed from None  # outside the except clause: not even kept as __context__
 
 
 def is_loopback(url: str) -> bool:
+    """Whether ``url`` names this machine: ``localhost``, 127.0.0.0/8, ``::1``."""
     host = (urlsplit(url).hostname or "").lower()
-    return host in ("localhost", "::1") or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: "127.0.0.1.example.com" is not loopback
+        return False
 
 
 def interrupt(http: requests.Response) -> None:
@@ -145,28 +170,208 @@ def interrupt(http: requests.Response) -> None:
             pass
 
 
-def translate_connection_error(exc: BaseException, url: str) -> LLMConnectionError:
-    """ConnectionError while connecting (never sent) vs after sending."""
-    reason = exc.args[0] if exc.args else exc
-    reason = getattr(reason, "reason", reason)
-    sent = not isinstance(reason, (urllib3.exceptions.NewConnectionError, ConnectionRefusedError))
-    kind = "could not connect to" if not sent else "connection lost talking to"
-    return LLMConnectionError(f"{kind} {_host(url)}: {type(reason).__name__}", sent=sent)
-
-
-def read_error(exc: BaseException, url: str) -> LLMTransportError:
-    """Translate a failure while reading a (streamed) body."""
-    if isinstance(exc, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)):
-        return LLMTimeoutError(f"read timed out while receiving from {_host(url)}")
-    return LLMConnectionError(f"connection lost while receiving from {_host(url)}: {type(exc).__name__}")
-
-
 BODY_READ_ERRORS = (
     requests.exceptions.RequestException,
     urllib3.exceptions.HTTPError,
     OSError,
 )
+"""What reading a response body may raise: pass it to :func:`read_error`."""
+
+SEND_ERRORS = BODY_READ_ERRORS + (ValueError,)
+"""What sending may raise (a ValueError: the request could not be built)."""
+
+Phase = Literal["send", "read"]
+
+# Client mistakes: the request can never be sent as built. Raised at once,
+# never retried.
+_BAD_URL = (
+    requests.exceptions.InvalidURL,  # also InvalidProxyURL
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.URLRequired,
+    urllib3.exceptions.LocationValueError,  # also LocationParseError
+)
+_BAD_HEADER = (
+    requests.exceptions.InvalidHeader,
+    urllib3.exceptions.InvalidHeader,
+    UnicodeEncodeError,  # http.client encodes header values as latin-1
+)
+_NEVER_CONNECTED = (
+    urllib3.exceptions.NewConnectionError,  # also NameResolutionError
+    ConnectionRefusedError,
+    requests.exceptions.ProxyError,
+    urllib3.exceptions.ProxyError,
+    urllib3.exceptions.ClosedPoolError,
+)
+_READ_TIMEOUTS = (
+    requests.exceptions.ReadTimeout,
+    urllib3.exceptions.ReadTimeoutError,
+    TimeoutError,  # socket.timeout
+)
+_TLS_ERRORS = (requests.exceptions.SSLError, urllib3.exceptions.SSLError, ssl.SSLError)
+_BODY_CUT = (
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.IncompleteRead,
+    http.client.IncompleteRead,
+)
+
+
+def translate_transport_error(
+    exc: BaseException,
+    url: str,
+    *,
+    phase: Phase = "send",
+    timeout: Optional[tuple[float, Optional[float]]] = None,
+    headers: Optional[Mapping[str, Any]] = None,
+) -> LLMError:
+    """The one translation of a ``requests``/``urllib3``/socket exception
+    into an llm_sync error (the caller raises it ``from exc``).
+
+    ``phase`` is ``"send"`` while sending and awaiting the response head,
+    ``"read"`` while reading a body: by then the request has certainly
+    reached the server (``sent`` is True). ``timeout`` is only quoted in
+    messages; ``headers`` (auth headers included) let a header error name
+    the header — never its value.
+
+    * a bad URL → :class:`LLMConfigError`; a header that cannot be sent, a
+      body that cannot be encoded → :class:`LLMValidationError` (client
+      mistakes: raised at once, never retried);
+    * connect timeout → :class:`LLMTimeoutError` with ``sent=False``;
+      read timeout → :class:`LLMTimeoutError`;
+    * refused, unresolvable, proxy or TLS failure while connecting →
+      :class:`LLMConnectionError` with ``sent=False`` (safe to retry,
+      nothing was charged);
+    * anything else (reset, truncated or undecodable body) →
+      :class:`LLMConnectionError` with ``sent=True``.
+    """
+    chain = _chain(exc)
+    host = _host(url)
+
+    def seen(*types: type[BaseException]) -> bool:
+        return any(isinstance(link, types) for link in chain)
+
+    if phase == "read":  # the server answered: whatever fails now, it got the request
+        if seen(*_READ_TIMEOUTS):
+            return LLMTimeoutError(f"read timed out while receiving from {host}")
+        return LLMConnectionError(f"connection lost while receiving from {host}: {_reason(chain)}")
+    if seen(*_BAD_URL):
+        reason = _first(chain, _BAD_URL) or exc
+        return LLMConfigError(f"the URL {_safe_url(url)} cannot be requested ({type(reason).__name__})")
+    if _is_header_error(exc):
+        return LLMValidationError(_header_problem(headers or {}))
+    if seen(requests.exceptions.InvalidJSONError):
+        return LLMValidationError(f"the request body for {host} cannot be encoded as JSON")
+    if isinstance(exc, ValueError) and not isinstance(exc, requests.exceptions.RequestException):
+        return LLMValidationError(f"the request to {host} cannot be sent ({type(exc).__name__})")
+    connect, read = timeout if timeout is not None else (None, None)
+    if seen(requests.exceptions.ConnectTimeout) or (
+            seen(urllib3.exceptions.ConnectTimeoutError) and not seen(*_NEVER_CONNECTED)):
+        after = f" after {connect}s" if connect is not None else ""
+        return LLMTimeoutError(f"connect to {host} timed out{after}", sent=False)
+    if seen(*_READ_TIMEOUTS):
+        within = f" ({read}s)" if read is not None else ""
+        return LLMTimeoutError(f"no response from {host} within the read timeout{within}")
+    if seen(*_TLS_ERRORS):
+        return LLMConnectionError(f"TLS error talking to {host}", sent=False)
+    if seen(*_NEVER_CONNECTED):
+        reason = _first(chain, _NEVER_CONNECTED) or exc
+        return LLMConnectionError(f"could not connect to {host}: {type(reason).__name__}", sent=False)
+    if seen(*_BODY_CUT, requests.exceptions.ConnectionError) or any(
+            isinstance(link, (OSError, urllib3.exceptions.HTTPError))
+            and not isinstance(link, requests.exceptions.RequestException)  # all OSErrors too
+            for link in chain):
+        return LLMConnectionError(f"connection lost talking to {host}: {_reason(chain)}")
+    return LLMConnectionError(f"request to {host} failed: {_reason(chain)}")
+
+
+def read_error(exc: BaseException, url: str) -> LLMTransportError:
+    """Translate a failure while reading a (streamed) body:
+    :func:`translate_transport_error` with ``phase="read"``."""
+    error = translate_transport_error(exc, url, phase="read")
+    assert isinstance(error, LLMTransportError)
+    return error
+
+
+def translate_connection_error(exc: BaseException, url: str) -> LLMError:
+    """Kept for callers of the old name: :func:`translate_transport_error`."""
+    return translate_transport_error(exc, url)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: requests puts urllib3's error in
+    ``args[0]``, MaxRetryError keeps it in ``reason``, urllib3's ProxyError
+    in ``original_error``, ProtocolError the socket error in ``args[1]``."""
+    chain: list[BaseException] = []
+    todo: list[Any] = [exc]
+    while todo and len(chain) < 16:
+        link = todo.pop(0)
+        if not isinstance(link, BaseException) or any(link is seen for seen in chain):
+            continue
+        chain.append(link)
+        todo.extend(arg for arg in link.args if isinstance(arg, BaseException))
+        todo.extend(getattr(link, name, None) for name in ("reason", "original_error"))
+    return chain
+
+
+def _reason(chain: list[BaseException]) -> str:
+    """The name of the innermost error: the one that says what happened
+    (``ConnectionResetError``, ``IncompleteRead``), not a wrapper."""
+    wrappers = (requests.exceptions.RequestException, urllib3.exceptions.MaxRetryError)
+    inner = [link for link in chain if not isinstance(link, wrappers)]
+    return type(inner[-1] if inner else chain[-1]).__name__
+
+
+def _first(chain: list[BaseException], types: tuple[type[BaseException], ...]) -> Optional[BaseException]:
+    return next((link for link in chain if isinstance(link, types)), None)
+
+
+def _is_header_error(exc: BaseException) -> bool:
+    """A header that cannot be sent. The original's text may quote the
+    header's value (a key), so it must not travel with the translation."""
+    chain = _chain(exc)
+    if any(isinstance(link, _BAD_HEADER) for link in chain):
+        return True
+    # http.client: ValueError("Invalid header value b'...'") / ("Invalid header name ...")
+    return any(type(link) is ValueError and "header" in str(link).lower() for link in chain)
+
+
+# What requests and http.client accept: a name with no colon, line break or
+# leading whitespace; a value with no leading whitespace and no line break,
+# encodable as latin-1.
+_HEADER_NAME = re.compile(r"[^:\s][^:\r\n]*")
+_HEADER_VALUE = re.compile(r"\S[^\r\n]*|")
+
+
+def _header_problem(headers: Mapping[str, Any]) -> str:
+    """Which header cannot be sent, and why — by name, never by value."""
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name) or not name.isascii():
+            return f"header name {str(name)[:40]!r} is not a valid HTTP header name"
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if not isinstance(value, str):
+            return f"header {name!r} must be a string, not {type(value).__name__}"
+        if not _HEADER_VALUE.fullmatch(value):
+            return f"header {name!r} has leading whitespace or a line break in its value"
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError as exc:
+            return f"header {name!r} has a character that cannot be sent in HTTP (at position {exc.start})"
+    return "a header name or value cannot be sent in HTTP"
 
 
 def _host(url: str) -> str:
-    return url.split("/", 3)[2] if "://" in url else url
+    """host[:port] of ``url``, without any user:password@."""
+    host = url.split("/", 3)[2] if "://" in url else url
+    return host.rpartition("@")[2]
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without user:password@, query or fragment, for a message."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return repr(url.split("?", 1)[0][:100])
+    host, slash, path = rest.partition("/")
+    path = path.split("?", 1)[0].split("#", 1)[0]
+    return repr(f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"[:200])

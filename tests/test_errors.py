@@ -1,9 +1,12 @@
 """Status → error class for both providers' error bodies; retry hints; quota;
-odd bodies; redirects; pickling; keys never leak."""
+odd bodies; redirects; declared attributes; pickling; the drawn tree; keys
+never leak."""
 
 from __future__ import annotations
 
+import inspect
 import pickle
+import re
 import time
 from email.utils import formatdate
 from typing import Any, Iterator
@@ -14,6 +17,7 @@ import responses
 from llm_sync import LLMManager
 from llm_sync.errors import (
     LLMAuthenticationError,
+    LLMClosedError,
     LLMConfigError,
     LLMConnectionError,
     LLMError,
@@ -136,8 +140,9 @@ def test_exception_tree():
     assert issubclass(LLMConnectionError, LLMTransportError)
     assert issubclass(LLMTimeoutError, LLMTransportError)
     assert issubclass(LLMStreamError, LLMConnectionError)
+    assert issubclass(LLMPoolExhaustedError, LLMTimeoutError)
     assert issubclass(LLMValidationError, ValueError)
-    for cls in (LLMConfigError, LLMValidationError, LLMPoolExhaustedError, LLMTransportError, LLMProviderError):
+    for cls in (LLMConfigError, LLMValidationError, LLMClosedError, LLMTransportError, LLMProviderError):
         assert issubclass(cls, LLMError)
 
 
@@ -300,45 +305,184 @@ def test_redirect_on_stream_is_not_followed(mock, manager):
     assert_pool_full(manager, "anthropic")
 
 
-# --- pickling and secrecy ---------------------------------------------------------------
+# --- declared attributes, pickling and secrecy ------------------------------------------
 
 
-SAMPLES = [
-    LLMError("base"),
-    LLMConfigError("providers.anthropic.api_keys: bad"),
-    LLMValidationError("max_tokens must be positive"),
-    LLMPoolExhaustedError("no client"),
-    LLMTransportError("gone", sent=False),
-    LLMConnectionError("reset", sent=True),
-    LLMTimeoutError("slow", sent=False),
-    LLMStreamError("cut", partial_text="Once upon"),
-    LLMProviderError("boom", status_code=500, error_type="api_error", request_id="req_1", provider="anthropic"),
-    LLMAuthenticationError("bad key", status_code=401, error_type="authentication_error", request_id="r2"),
-    LLMRateLimitError("slow down", status_code=429, error_type="rate_limit_error", retry_after=2.5),
-    LLMQuotaExceededError("pay", status_code=429, error_type="insufficient_quota", code="insufficient_quota"),
-]
+def _all_error_classes() -> list[type[LLMError]]:
+    found, todo = [], [LLMError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return sorted(set(found), key=lambda c: c.__name__)
 
 
-@pytest.mark.parametrize("error", SAMPLES, ids=lambda e: type(e).__name__)
-def test_errors_pickle_round_trip(error):
+ALL_CLASSES = _all_error_classes()
+
+# A non-default value for every declared attribute (bools are flipped).
+SAMPLE_VALUES: dict[str, Any] = {
+    "status_code": 503,
+    "error_type": "overloaded_error",
+    "code": "overloaded",
+    "request_id": "req_42",
+    "provider": "anthropic",
+    "retry_after": 2.5,
+    "headers": {"retry-after": "2", "x-request-id": "req_42"},
+    "partial_text": "Once upon a time",
+}
+
+
+def full_sample(cls: type[LLMError]) -> LLMError:
+    attrs = {}
+    for name in cls._fields:
+        default = getattr(cls, name)
+        attrs[name] = (not default) if isinstance(default, bool) else SAMPLE_VALUES[name]
+        assert attrs[name] != default, name
+    return cls(f"{cls.__name__} failed", **attrs)
+
+
+def test_every_class_is_covered():
+    names = {cls.__name__ for cls in ALL_CLASSES}
+    assert names == {
+        "LLMError", "LLMConfigError", "LLMValidationError", "LLMClosedError", "LLMPoolExhaustedError",
+        "LLMTransportError", "LLMConnectionError", "LLMTimeoutError", "LLMStreamError", "LLMProviderError",
+        "LLMAuthenticationError", "LLMRateLimitError", "LLMQuotaExceededError",
+    }
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
+def test_every_attribute_is_declared_with_a_default(cls):
+    for name in cls._fields:
+        assert hasattr(cls, name), name
+        assert any(name in inspect.get_annotations(base) for base in cls.__mro__), name
+    error = cls("plain")
+    for name in cls._fields:
+        assert getattr(error, name) == getattr(cls, name)
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
+def test_errors_pickle_round_trip_with_every_attribute(cls):
+    error = full_sample(cls)
     clone = pickle.loads(pickle.dumps(error))
-    assert type(clone) is type(error)
+    assert type(clone) is cls
     assert clone.message == error.message
     assert str(clone) == str(error)
     assert repr(clone) == repr(error)
     assert clone.args == error.args
-    for name, value in error._attrs.items():
-        assert getattr(clone, name) == value
+    for name in cls._fields:
+        assert getattr(clone, name) == getattr(error, name), name
 
 
-def test_provider_error_attributes_survive_pickle():
-    error = LLMRateLimitError("slow", status_code=429, error_type="rate_limit_error", request_id="req_9",
-                              provider="openai", retry_after=1.25)
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
+def test_defaults_survive_pickle(cls):
+    clone = pickle.loads(pickle.dumps(cls("plain")))
+    for name in cls._fields:
+        assert getattr(clone, name) == getattr(cls, name), name
+
+
+def test_attribute_set_after_construction_survives_pickle():
+    error = LLMTimeoutError("slow")
+    error.partial_text = "Once"
+    assert pickle.loads(pickle.dumps(error)).partial_text == "Once"
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
+def test_undeclared_attribute_is_a_programming_error(cls):
+    with pytest.raises(TypeError, match="no attribute 'colour'"):
+        cls("x", colour="red")
+    error = cls("x")
+    with pytest.raises(AttributeError, match="colour"):
+        error.colour = "red"  # type: ignore[attr-defined]
+
+
+def test_attributes_live_on_the_class_that_carries_them():
+    assert "cancelled" not in LLMConnectionError._fields
+    assert "deadline_passed" not in LLMConnectionError._fields
+    assert "status_code" not in LLMTransportError._fields
+    assert "local" not in LLMProviderError._fields
+    assert LLMError._fields == LLMConfigError._fields == LLMValidationError._fields == LLMClosedError._fields == ()
+
+
+def test_a_declaration_without_default_is_refused():
+    with pytest.raises(TypeError, match="without a default"):
+        class Broken(LLMError):
+            colour: str
+
+
+def test_streaming_can_rebuild_an_error_from_its_attributes():
+    """streaming.py rebuilds an error with a redacted message from ``_attrs``."""
+    error = LLMProviderError("boom", status_code=500, mid_stream=True)
+    error.partial_text = "abc"
+    rebuilt = type(error)("boom again", **error._attrs)
+    assert (rebuilt.status_code, rebuilt.mid_stream, rebuilt.partial_text) == (500, True, "abc")
+    assert rebuilt.request_id is None
+
+
+def test_pool_exhaustion_is_a_timeout_that_sent_nothing():
+    error = LLMPoolExhaustedError("no client became free within 1.0s")
+    assert isinstance(error, LLMTimeoutError) and isinstance(error, LLMTransportError)
+    assert error.sent is False
+    assert error.deadline_passed is False
+
+
+def test_local_rate_limit_is_told_from_a_server_429():
+    local = LLMRateLimitError.local_limit("rate limit: no key can admit this call", retry_after=1.5,
+                                          provider="openai")
+    assert type(local) is LLMRateLimitError
+    assert local.local is True
+    assert local.status_code is None and local.headers is None
+    assert (local.retry_after, local.provider) == (1.5, "openai")
+    assert pickle.loads(pickle.dumps(local)).local is True
+    server = LLMRateLimitError("slow down", status_code=429, retry_after=1.5)
+    assert server.local is False
+
+
+def test_server_429_is_not_local(mock, manager):
+    mock.add(responses.POST, URLS["openai"], status=429,
+             json=error_body("openai", "requests", "slow down", code="rate_limit_exceeded"))
+    error = call(manager, "openai")
+    assert isinstance(error, LLMRateLimitError)
+    assert error.local is False and error.status_code == 429
+
+
+def test_closed_error_is_an_llm_error_only():
+    assert LLMClosedError.__mro__[1] is LLMError
+    assert not issubclass(LLMClosedError, (LLMTransportError, LLMProviderError))
+
+
+def _drawn_tree() -> dict[str, str | None]:
+    """class name → parent name, as drawn in the errors module docstring."""
+    from llm_sync import errors
+
+    drawn: dict[str, str | None] = {}
+    stack: list[str] = []
+    for line in errors.__doc__.split("\n\n")[1].splitlines():
+        match = re.search(r"LLM[A-Za-z]*Error", line)
+        if not match or re.search(r"[├└]── |^\s*LLMError", line) is None:
+            continue
+        depth = (match.start() - 4) // 4
+        stack[depth:] = [match.group()]
+        drawn[match.group()] = stack[depth - 1] if depth else None
+    return drawn
+
+
+def test_the_drawn_tree_is_complete_and_true():
+    drawn = _drawn_tree()
+    assert set(drawn) == {cls.__name__ for cls in ALL_CLASSES}
+    for cls in ALL_CLASSES:
+        parent = cls.__mro__[1].__name__ if cls is not LLMError else None
+        assert drawn[cls.__name__] == parent, cls.__name__
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
+def test_key_in_message_never_reaches_str_repr_or_pickle(cls):
+    key = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789"
+    error = full_sample(cls)
+    error = cls(f"failed with {key}", **error._attrs)
     clone = pickle.loads(pickle.dumps(error))
-    assert (clone.status_code, clone.error_type, clone.request_id, clone.provider, clone.retry_after) == (
-        429, "rate_limit_error", "req_9", "openai", 1.25)
-    stream = pickle.loads(pickle.dumps(LLMStreamError("cut", partial_text="abc")))
-    assert stream.partial_text == "abc" and stream.sent is True
+    for text in (str(error), repr(error), str(clone), repr(clone)):
+        assert key not in text
+    assert key.encode() not in pickle.dumps(error)
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])

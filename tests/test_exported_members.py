@@ -36,6 +36,16 @@ def test_no_public_name_is_left_out_of_all():
     assert public <= set(llm_sync.__all__) | {"__version__"}, public - set(llm_sync.__all__)
 
 
+def test_every_error_class_is_exported():
+    from llm_sync import errors
+
+    classes = {name for name, value in vars(errors).items()
+               if inspect.isclass(value) and issubclass(value, errors.LLMError)}
+    assert "LLMClosedError" in classes
+    assert classes <= set(llm_sync.__all__), classes - set(llm_sync.__all__)
+    assert classes <= set(errors.__all__), classes - set(errors.__all__)
+
+
 def test_middleware_and_testing_entry_points():
     from llm_sync.middleware.base import Middleware
     from llm_sync.middleware.ratelimit import RateLimitMiddleware
