@@ -258,7 +258,3 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 def error_class_for_status(status: int) -> type[LLMProviderError]:
     return _STATUS_CLASSES.get(status, LLMProviderError)
-
-
-class LLMClosedError(LLMError):
-    """A call on a manager, pool or client after ``close()``."""
