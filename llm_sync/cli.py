@@ -1,7 +1,7 @@
 """The ``llm-sync`` command line.
 
     llm-sync demo                 everything, offline, against the simulator
-    llm-sync complete "PROMPT"    one call to the configured provider
+    llm-sync complete "PROMPT"    one call to a configured endpoint
     llm-sync simulate             run the simulator until Ctrl-C
 """
 
@@ -96,7 +96,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
 
 def run_complete(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     with LLMManager(args.config) as manager:
-        provider = args.provider or manager.providers[0].value
+        provider = args.provider or manager.providers[0]
         client = manager.get_client(provider, args.model)
         messages = [Message(MessageRole.USER, args.prompt)]
         kwargs: dict[str, Any] = {"max_tokens": args.max_tokens}
@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("demo", help="run offline against the built-in simulator")
     complete = commands.add_parser("complete", help="one completion from the configured provider")
     complete.add_argument("prompt")
-    complete.add_argument("--provider", choices=[p.value for p in LLMProvider])
+    complete.add_argument("--provider", metavar="ENDPOINT",
+                          help="a configured endpoint name (default: the first under providers:)")
     complete.add_argument("--model")
     complete.add_argument("--max-tokens", type=int, default=1024)
     complete.add_argument("--system")

@@ -69,7 +69,7 @@ class LLMClient:
                  workers: Optional[WorkerThreads] = None) -> None:
         self._pool = pool
         self._provider = provider
-        self._workers = workers or WorkerThreads(pool.max_size, provider.name.value)
+        self._workers = workers or WorkerThreads(pool.max_size, provider.endpoint)
         self.model = model
         self._timeout = settings.timeout
         self._base_timeout: HTTPTimeout = (settings.timeout.connect, settings.timeout.read)
@@ -80,11 +80,11 @@ class LLMClient:
         self._retry_budget = settings.retry_budget
 
     def __repr__(self) -> str:
-        return f"<LLMClient {self._provider.name.value} model={self.model!r}>"
+        return f"<LLMClient {self._provider.endpoint} model={self.model!r}>"
 
     @property
     def provider(self) -> str:
-        return self._provider.name.value
+        return self._provider.endpoint
 
     @property
     def pool(self) -> KeyPool:

@@ -45,7 +45,7 @@ class KeyClient:
     ) -> None:
         self.provider = provider
         self.index = index
-        self.client_id = f"{provider.name.value}-{index}"
+        self.client_id = f"{provider.endpoint}-{index}"
         self.limits = limits
         self.middleware_chain = MiddlewareChain()
         self._auth = KeyAuth(provider.auth_headers(key.get_secret_value()), self.client_id)
@@ -108,7 +108,7 @@ class KeyClient:
         """Per-call state shared by the middleware of one call. ``requeue``:
         the pool can send this call elsewhere after a 429."""
         return {
-            "provider": self.provider.name.value,
+            "provider": self.provider.endpoint,
             "client_id": self.client_id,
             "model": request.model,
             "stream": request.stream,

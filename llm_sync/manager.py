@@ -1,9 +1,16 @@
-"""LLMManager: one pool per configured provider, and the process singleton.
+"""LLMManager: one pool per configured endpoint, and the process singleton.
+
+An endpoint is a key under ``providers:`` (``anthropic``, ``openai``,
+``local``...); every method that takes ``provider`` takes an endpoint name
+or an :class:`LLMProvider` member, which names the endpoint of that name.
 
 Threading contract: an LLMManager may be used from any thread. It owns its
 pools and clients; ``_lock`` guards the client cache and the closed flag.
 The module's singleton (the only global mutable state in llm_sync) is
-guarded by ``_singleton_lock`` and is replaced in a child after ``fork()``.
+guarded by ``_singleton_lock``. In a child after ``fork()`` the singleton
+starts empty under a fresh lock; the first ``get_llm_manager()`` there
+builds a new manager (new sockets, threads and locks) from the parent's
+configuration, and the parent's manager is never touched.
 """
 
 from __future__ import annotations
@@ -17,7 +24,15 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 from .client import LLMClient, WorkerThreads
-from .config import DEFAULT_BASE_URLS, DEFAULT_LEASES_PER_KEY, DEFAULT_MODELS, LLMConfig, ProviderConfig, load_config
+from .config import (
+    DEFAULT_LEASES_PER_KEY,
+    LLMConfig,
+    ProviderConfig,
+    default_base_url,
+    default_model,
+    endpoint_name,
+    load_config,
+)
 from .errors import LLMConfigError, LLMError, LLMValidationError
 from .keys import KeyClient
 from .middleware.base import Middleware
@@ -37,14 +52,18 @@ __all__ = ["LLMManager", "Clocks", "get_llm_manager", "reset_llm_manager"]
 ConfigSource = Union[LLMConfig, Mapping[str, Any], str, Path, None]
 
 
-class _ProviderRuntime:
-    """What the manager keeps per provider."""
+class _EndpointRuntime:
+    """What the manager keeps per endpoint."""
 
-    def __init__(self, provider: LLMProvider, config: LLMConfig, clocks: "Clocks") -> None:
-        settings = config.providers[provider]
-        pool_config = config.pool_for(provider)
+    def __init__(self, name: str, config: LLMConfig, clocks: "Clocks") -> None:
+        settings = config.endpoint(name)
+        pool_config = config.pool_for(name)
+        kind = config.kind_of(name)
+        base_url = settings.base_url or default_base_url(kind)
+        assert base_url is not None  # config validation insists on one
+        self.name = name
         self.settings = settings
-        self.provider = create_provider(provider, settings.base_url or DEFAULT_BASE_URLS[provider], settings.headers)
+        self.provider = create_provider(kind, base_url, settings.headers, endpoint=name)
         keys = [
             KeyClient(self.provider, key, index, settings.limits_for_key(index))
             for index, key in enumerate(settings.api_keys)
@@ -58,7 +77,7 @@ class _ProviderRuntime:
             for middleware in default_chain(settings, self.limiter, key.index, clocks):
                 key.middleware_chain.add(middleware)
         self.pool = KeyPool(
-            provider.value,
+            name,
             keys,
             max_size=pool_config.max_size or DEFAULT_LEASES_PER_KEY * len(keys),
             acquire_timeout=pool_config.acquire_timeout,
@@ -67,8 +86,8 @@ class _ProviderRuntime:
             clock=clocks.clock,
             session_factory=functools.partial(build_session, trust_env=not is_loopback(self.provider.base_url)),
         )
-        self.default_model = settings.models[0] if settings.models else DEFAULT_MODELS[provider]
-        self.workers = WorkerThreads(self.pool.max_size, provider.value)
+        self.default_model = settings.models[0] if settings.models else default_model(kind)
+        self.workers = WorkerThreads(self.pool.max_size, name)
         self.clients: dict[str, LLMClient] = {}
 
 
@@ -107,7 +126,7 @@ def default_chain(settings: ProviderConfig, limiter: ProviderLimiter, index: int
 
 
 class LLMManager:
-    """Owns a pool of key-bound sessions for every configured provider.
+    """Owns a pool of key-bound sessions for every configured endpoint.
 
     ``close()`` is idempotent; it releases every connection and worker
     thread. Usable as a context manager. ``clocks`` replaces the monotonic
@@ -126,7 +145,7 @@ class LLMManager:
         self._lock = threading.Lock()
         self._closed = False
         clocks = clocks or Clocks()
-        self._runtimes = {name: _ProviderRuntime(name, self.config, clocks) for name in self.config.providers}
+        self._runtimes = {name: _EndpointRuntime(name, self.config, clocks) for name in self.config.providers}
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "LLMManager":
@@ -138,7 +157,7 @@ class LLMManager:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<LLMManager {state} providers={[p.value for p in self._runtimes]}>"
+        return f"<LLMManager {state} endpoints={list(self._runtimes)}>"
 
     def __enter__(self) -> "LLMManager":
         return self
@@ -147,30 +166,43 @@ class LLMManager:
         self.close()
 
     @property
-    def providers(self) -> list[LLMProvider]:
+    def providers(self) -> list[str]:
+        """The configured endpoint names, in config order."""
         return list(self._runtimes)
+
+    def kind(self, provider: Union[LLMProvider, str]) -> str:
+        """The wire format (``anthropic``, ``openai``, ...) endpoint ``provider`` speaks."""
+        return self._runtime(provider).provider.kind
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def _runtime(self, provider: Union[LLMProvider, str]) -> _ProviderRuntime:
+    def _runtime(self, provider: Union[LLMProvider, str]) -> _EndpointRuntime:
         if self._closed:
             raise LLMError("the LLM manager is closed")
-        name = LLMProvider.parse(provider)
-        runtime = self._runtimes.get(name)
+        if not isinstance(provider, str):
+            raise LLMValidationError(f"an endpoint name is a string or an LLMProvider, got {type(provider).__name__}")
+        runtime = self._runtimes.get(endpoint_name(provider))
         if runtime is None:
-            configured = ", ".join(p.value for p in self._runtimes) or "none"
-            raise LLMConfigError(f"provider {name.value!r} is not configured (configured: {configured})")
+            configured = ", ".join(self._runtimes) or "none"
+            raise LLMConfigError(
+                f"endpoint {endpoint_name(provider)!r} is not configured (configured: {configured})"
+            )
         return runtime
 
     def get_client(self, provider: Union[LLMProvider, str], model: Optional[str] = None) -> LLMClient:
-        """The (cached) client for ``provider``; ``model`` defaults to the
-        first of the provider's configured ``models``."""
+        """The (cached) client for endpoint ``provider``; ``model`` defaults
+        to the first of the endpoint's configured ``models``."""
         runtime = self._runtime(provider)
         if model is not None and (not isinstance(model, str) or not model.strip()):
             raise LLMValidationError(f"model must be a non-empty string, got {model!r}")
         model = model or runtime.default_model
+        if model is None:
+            raise LLMConfigError(
+                f"providers.{runtime.name}.models: kind {runtime.provider.kind!r} has no default model; "
+                "configure models or pass model="
+            )
         with self._lock:
             if self._closed:
                 raise LLMError("the LLM manager is closed")
@@ -184,7 +216,7 @@ class LLMManager:
         return self._runtime(provider).pool
 
     @property
-    def _pools(self) -> dict[LLMProvider, KeyPool]:
+    def _pools(self) -> dict[str, KeyPool]:
         """Kept for the seed's examples (``manager._pools[provider]``)."""
         return {name: runtime.pool for name, runtime in self._runtimes.items()}
 
@@ -196,7 +228,7 @@ class LLMManager:
         return merge_metrics(self._key_metrics(self._runtime(provider)).values())
 
     def metrics_text(self) -> str:
-        """All providers' metrics in the Prometheus text format."""
+        """All endpoints' metrics in the Prometheus text format (label ``provider`` = endpoint name)."""
         return render_metrics_text(self._provider_metrics())
 
     def prometheus_collector(self) -> Any:
@@ -205,7 +237,7 @@ class LLMManager:
         return make_collector(self._provider_metrics)
 
     @staticmethod
-    def _key_metrics(runtime: "_ProviderRuntime") -> dict[str, MetricsMiddleware]:
+    def _key_metrics(runtime: "_EndpointRuntime") -> dict[str, MetricsMiddleware]:
         found = {}
         for key in runtime.pool.clients:
             middleware = key.middleware_chain.get_middleware(MetricsMiddleware)
@@ -215,7 +247,7 @@ class LLMManager:
 
     def _provider_metrics(self) -> dict[str, ProviderMetrics]:
         return {
-            name.value: ProviderMetrics(
+            name: ProviderMetrics(
                 metrics={cid: m.get_metrics() for cid, m in self._key_metrics(runtime).items()},
                 status=runtime.pool.status(),
             )
@@ -223,7 +255,7 @@ class LLMManager:
         }
 
     def add_middleware(self, middleware: Middleware, provider: Union[LLMProvider, str, None] = None) -> None:
-        """Add ``middleware`` to the chain of every key (of one provider)."""
+        """Add ``middleware`` to the chain of every key (of one endpoint)."""
         runtimes = [self._runtime(provider)] if provider is not None else list(self._runtimes.values())
         for runtime in runtimes:
             for key in runtime.pool.clients:

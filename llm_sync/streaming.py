@@ -215,7 +215,7 @@ class Stream:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<Stream {self._provider.name.value} {self._client_id} {state}, {len(self.text)} chars>"
+        return f"<Stream {self._provider.endpoint} {self._client_id} {state}, {len(self.text)} chars>"
 
     # --- internals ----------------------------------------------------
     def _pump(self) -> None:
@@ -242,7 +242,7 @@ class Stream:
         except _SHAPE_ERRORS as exc:
             self._fail(LLMProviderError(
                 f"the stream sent a chunk of an unexpected shape ({type(exc).__name__})",
-                status_code=502, error_type="invalid_response", provider=self._provider.name.value))
+                status_code=502, error_type="invalid_response", provider=self._provider.endpoint))
             return
         if chunk is None:
             if self._decoder.done:

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import requests
 
 from ..errors import LLMProviderError
-from ..models import LLMProvider, LLMResponse, MessageRole, Usage
+from ..models import LLMResponse, MessageRole, Usage
 from ..sse import SSEEvent
 from ..transport import HTTPRequest, KeyAuth, send
 from .base import LLMRequest, Provider, StreamDecoder, join_url
@@ -30,15 +30,16 @@ def _usage(data: Any, into: Optional[Usage] = None) -> Usage:
 
 
 class AnthropicProvider(Provider):
-    name = LLMProvider.ANTHROPIC
+    kind = "anthropic"
     request_id_header = "request-id"
     completion_path = "/v1/messages"
     # Whether the server refunds unused max_tokens when the reply ends.
     refunds_output = True
     temperature_range = (0.0, 1.0)
 
-    def __init__(self, base_url: str, headers: Optional[dict[str, str]] = None) -> None:
-        super().__init__(base_url, {"anthropic-version": ANTHROPIC_VERSION, **(headers or {})})
+    def __init__(self, base_url: str, headers: Optional[dict[str, str]] = None, *,
+                 endpoint: Optional[str] = None) -> None:
+        super().__init__(base_url, {"anthropic-version": ANTHROPIC_VERSION, **(headers or {})}, endpoint=endpoint)
         self.count_url = join_url(self.base_url, "/v1/messages/count_tokens")
 
     def auth_headers(self, key: str) -> dict[str, str]:
@@ -116,7 +117,7 @@ class AnthropicProvider(Provider):
         tokens = data.get("input_tokens")
         if not isinstance(tokens, int):
             raise LLMProviderError("count_tokens answer has no input_tokens", status_code=502,
-                                   error_type="invalid_response", provider=self.name.value)
+                                   error_type="invalid_response", provider=self.endpoint)
         return tokens
 
 

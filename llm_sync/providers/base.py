@@ -14,6 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional
+from urllib.parse import urlsplit
 
 import requests
 
@@ -53,9 +54,14 @@ class LLMRequest:
         return "\n\n".join(parts) if parts else None
 
 
-def join_url(base_url: str, path: str) -> str:
-    """``base_url`` is the server root; a trailing ``/v1`` is not doubled."""
+def join_url(base_url: str, path: str, default_prefix: str = "") -> str:
+    """``base_url`` + ``path``. A base with no path of its own gets
+    ``default_prefix`` first (OpenAI-kind: ``/v1``); a base already ending in
+    ``/v1`` does not get a second one from ``path``. Any other path prefix
+    (``/v1beta/openai``, ``/openai``) is kept as it is."""
     base = base_url.rstrip("/")
+    if default_prefix and not urlsplit(base).path:
+        base += default_prefix
     if base.endswith("/v1") and path.startswith("/v1/"):
         path = path[3:]
     return base + path
@@ -114,19 +120,22 @@ class StreamDecoder(ABC):
 
 
 class Provider(ABC):
-    name: LLMProvider
+    kind: str  # the wire format (registry key); ``endpoint`` is this instance's configured name
     request_id_header: str
     completion_path: str
+    default_prefix: str = ""  # put between a base_url with no path and completion_path
     refunds_output: bool  # the server refunds unused max_tokens at the end
     temperature_range: tuple[float, float]
 
-    def __init__(self, base_url: str, headers: Optional[Mapping[str, str]] = None) -> None:
+    def __init__(self, base_url: str, headers: Optional[Mapping[str, str]] = None, *,
+                 endpoint: Optional[str] = None) -> None:
+        self.endpoint = endpoint or self.kind
         self.base_url = base_url.rstrip("/")
-        self.completion_url = join_url(self.base_url, self.completion_path)
+        self.completion_url = join_url(self.base_url, self.completion_path, self.default_prefix)
         self.default_headers = {"content-type": "application/json", "accept": "application/json", **(headers or {})}
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.base_url}>"
+        return f"<{type(self).__name__} {self.endpoint} {self.base_url}>"
 
     # --- wire format, per provider -------------------------------------
     @abstractmethod
@@ -175,7 +184,7 @@ class Provider(ABC):
             raise LLMProviderError(
                 f"the server answered 200 with JSON of an unexpected shape ({type(exc).__name__})",
                 status_code=502, error_type="invalid_response", request_id=self.request_id(http),
-                provider=self.name.value, headers=_plain_headers(http),
+                provider=self.endpoint, headers=_plain_headers(http),
             ) from None
         self.annotate(response, http, started, auth.client_id)
         return response
@@ -209,12 +218,12 @@ class Provider(ABC):
             raise LLMProviderError(
                 "the server answered 200 with a body that is not valid JSON",
                 status_code=502, error_type="invalid_response", request_id=self.request_id(http),
-                provider=self.name.value, headers=_plain_headers(http),
+                provider=self.endpoint, headers=_plain_headers(http),
             ) from None
         if not isinstance(data, dict):
             raise LLMProviderError("the server answered 200 with JSON that is not an object", status_code=502,
                                    error_type="invalid_response", request_id=self.request_id(http),
-                                   provider=self.name.value, headers=_plain_headers(http))
+                                   provider=self.endpoint, headers=_plain_headers(http))
         return data
 
     def request_id(self, http: requests.Response) -> Optional[str]:
@@ -243,7 +252,7 @@ class Provider(ABC):
             error_type=error_type or code,
             code=code,
             request_id=self.request_id(http) or (body.get("request_id") if isinstance(body, dict) else None),
-            provider=self.name.value,
+            provider=self.endpoint,
             retry_after=parse_retry_after(http.headers) if cls is not LLMQuotaExceededError else None,
             headers=_plain_headers(http),
         )
@@ -268,11 +277,12 @@ class Provider(ABC):
         if status == 429 and self.is_quota_error(body, error_type, code):
             cls = LLMQuotaExceededError
         return cls(redact(message or "error event in stream"), status_code=status,
-                   error_type=error_type or code, code=code, provider=self.name.value, mid_stream=True)
+                   error_type=error_type or code, code=code, provider=self.endpoint, mid_stream=True)
 
     def annotate(self, response: LLMResponse, http: requests.Response, started: float,
                  client_id: Optional[str]) -> None:
-        response.provider = self.name
+        response.provider = LLMProvider.for_kind(self.kind)
+        response.endpoint = self.endpoint
         response.client_id = client_id
         response.request_id = self.request_id(http) or response.request_id
         response.latency_ms = (time.monotonic() - started) * 1000.0
