@@ -277,6 +277,20 @@ _singleton_source: Any = None  # what the singleton was built from, to skip re-v
 _singleton_lock = threading.Lock()
 
 
+@dataclass(frozen=True)
+class _Inherited:
+    """In a forked child: the configuration of the parent's live manager."""
+
+    config: LLMConfig
+    source: Any
+
+
+_inherited: Optional[_Inherited] = None
+# In a forked child: the parent's managers, kept referenced so that nothing
+# there (a finaliser, the garbage collector) ever touches their sockets.
+_parent_managers: list[LLMManager] = []
+
+
 def get_llm_manager(config: ConfigSource = None) -> LLMManager:
     """The process-wide manager, created on first use (or after ``close()``).
 
@@ -284,19 +298,29 @@ def get_llm_manager(config: ConfigSource = None) -> LLMManager:
     ``ANTHROPIC_API_KEY`` / ``OPENAI_API_KEY``. Passing a config that differs
     from the live manager's raises LLMConfigError rather than swapping the
     manager under other threads' feet; close it first.
+
+    After ``fork()`` (gunicorn ``--preload``, multiprocessing) the child's
+    first call builds a fresh manager from the configuration the parent's
+    manager had, so a worker needs no config of its own.
     """
-    global _singleton, _singleton_source
+    global _singleton, _singleton_source, _inherited
     with _singleton_lock:
         current = _singleton
         if current is not None and not current.closed:
-            if config is not None and not _same_source(config, current):
+            if config is not None and not _same_source(config, current.config, _singleton_source):
                 raise LLMConfigError(
                     "get_llm_manager() already holds a manager with a different config; "
                     "close it (or call reset_llm_manager()) before configuring another"
                 )
             return current
-        _singleton = LLMManager(config)
-        _singleton_source = _source_key(config)
+        inherited = _inherited
+        if inherited is not None and (config is None or _same_source(config, inherited.config, inherited.source)):
+            _singleton = LLMManager(inherited.config)
+            _singleton_source = inherited.source
+        else:
+            _singleton = LLMManager(config)
+            _singleton_source = _source_key(config)
+        _inherited = None
         return _singleton
 
 
@@ -309,27 +333,37 @@ def _source_key(config: ConfigSource) -> Any:
     return ("object", id(config))
 
 
-def _same_source(config: ConfigSource, current: LLMManager) -> bool:
+def _same_source(config: ConfigSource, built: LLMConfig, source: Any) -> bool:
     """Per-request ``get_llm_manager(path)`` calls (a Django view) must be
     cheap: the same source is recognised without re-reading it."""
-    if config is current.config or _source_key(config) == _singleton_source:
+    if config is built or _source_key(config) == source:
         return True
-    return load_config(config) == current.config
+    return load_config(config) == built
 
 
 def reset_llm_manager() -> None:
-    """Close and forget the singleton (tests, reconfiguration)."""
-    global _singleton
+    """Close and forget the singleton (tests, reconfiguration); in a forked
+    child, also forget the configuration inherited from the parent."""
+    global _singleton, _inherited
     with _singleton_lock:
         manager, _singleton = _singleton, None
+        _inherited = None
     if manager is not None:
         manager.close()
 
 
 def _after_fork_in_child() -> None:
     """A child must not share the parent's sockets or a lock another
-    thread held at fork time: start with a fresh lock and no manager."""
-    global _singleton, _singleton_lock, _singleton_source
+    thread held at fork time: start with a fresh lock and no manager, but
+    remember the parent's configuration for the first get_llm_manager().
+    Nothing of the parent's manager is called here (its locks may be held)."""
+    global _singleton, _singleton_lock, _singleton_source, _inherited
+    parent = _singleton
+    if parent is not None:
+        _parent_managers.append(parent)
+        if not parent._closed:
+            _inherited = _Inherited(parent.config, _singleton_source)
+    # else: keep what an earlier fork handed down and nobody used yet
     _singleton_lock = threading.Lock()
     _singleton = None
     _singleton_source = None
