@@ -112,3 +112,50 @@ def test_anthropic_kind_behind_a_gateway_prefix() -> None:
         assert response.content == "Simulated reply to: via gateway"
         assert (response.provider, response.endpoint) == (LLMProvider.ANTHROPIC, "claude-gw")
         assert [r.path for r in sim.requests] == ["/anthropic/v1/messages"]
+
+
+def test_cli_complete_on_a_named_endpoint(local_sim: Simulator, tmp_path: Any) -> None:
+    import io
+
+    from llm_sync.cli import build_parser, run_complete
+
+    path = tmp_path / "llm.yaml"
+    path.write_text(
+        "providers:\n"
+        f"  local: {{kind: openai, api_keys: [{LOCAL_KEYS[0]}], base_url: '{local_sim.api_url}', models: [m1]}}\n"
+    )
+    out = io.StringIO()
+    args = build_parser().parse_args(["complete", "from the cli", "--config", str(path), "--json"])
+    assert run_complete(args, out) == 0  # the first endpoint by default
+    args = build_parser().parse_args(["complete", "again", "--provider", "LOCAL", "--config", str(path)])
+    assert run_complete(args, out) == 0
+    answer = out.getvalue()
+    assert '"endpoint": "local"' in answer and '"provider": "openai"' in answer
+    assert answer.rstrip().endswith("Simulated reply to: again")
+    assert [r.path for r in local_sim.requests] == ["/v1beta/openai/chat/completions"] * 2
+
+
+def test_cli_demo_uses_a_named_endpoint() -> None:
+    import io
+
+    from llm_sync.cli import run_demo
+
+    out = io.StringIO()
+    assert run_demo(out) == 0
+    text = out.getvalue()
+    assert "served by local-0 (endpoint local, kind openai)" in text
+    assert " local\n" in text and "Done: no network beyond 127.0.0.1" in text
+
+
+def test_examples_endpoints_script() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "examples" / "endpoints.py"
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                            env={**os.environ})
+    assert result.returncode == 0, result.stderr
+    assert "local     (openai, local-0): Simulated reply to: Hello, local!" in result.stdout
+    assert "['/v1beta/openai/chat/completions']" in result.stdout
