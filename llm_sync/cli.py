@@ -1,7 +1,7 @@
 """The ``llm-sync`` command line.
 
     llm-sync demo                 everything, offline, against the simulator
-    llm-sync complete "PROMPT"    one call to the configured provider
+    llm-sync complete "PROMPT"    one call to a configured endpoint
     llm-sync simulate             run the simulator until Ctrl-C
 """
 
@@ -21,6 +21,7 @@ from .models import LLMProvider, Message, MessageRole
 __all__ = ["main"]
 
 DEMO_KEYS = ("sk-demo-key-1", "sk-demo-key-2", "sk-demo-key-3", "sk-demo-key-4")
+DEMO_LOCAL_KEY = "sk-demo-local-key"  # the named endpoint's own key
 # Per-key limits the demo's simulator enforces (and the demo's config
 # states): 2 requests a second per key, bursts of 2 seconds.
 DEMO_LIMITS = {"requests_per_minute": 120, "input_tokens_per_minute": 60_000,
@@ -48,14 +49,17 @@ def run_demo(out: TextIO = sys.stdout) -> int:
     """Start the simulator in-process and exercise the client against it."""
     from .testing import SimLimits, Simulator
 
-    with Simulator(keys=DEMO_KEYS, limits=SimLimits(**DEMO_LIMITS)) as sim:
-        out.write(f"llm-sync {__version__} demo: simulator listening on {sim.base_url} with {len(DEMO_KEYS)} keys\n")
+    with Simulator(keys=DEMO_KEYS + (DEMO_LOCAL_KEY,), limits=SimLimits(**DEMO_LIMITS)) as sim:
+        out.write(f"llm-sync {__version__} demo: simulator listening on {sim.base_url} with {len(sim.keys)} keys\n")
         config = {
             "providers": {
                 "anthropic": {"api_keys": list(DEMO_KEYS), "base_url": sim.base_url,
                               "models": ["claude-3-5-haiku-20241022"], "rate_limits": DEMO_LIMITS},
                 "openai": {"api_keys": list(DEMO_KEYS), "base_url": f"{sim.base_url}/v1",
                            "models": ["gpt-4o-mini"], "rate_limits": DEMO_LIMITS},
+                # a named endpoint: any OpenAI-compatible server (vLLM, Ollama, a gateway)
+                "local": {"kind": "openai", "api_keys": [DEMO_LOCAL_KEY], "base_url": sim.base_url,
+                          "models": ["local-model"], "rate_limits": DEMO_LIMITS},
             },
             "pool": {"max_size": 8, "acquire_timeout": 10.0},
         }
@@ -86,8 +90,13 @@ def run_demo(out: TextIO = sys.stdout) -> int:
             out.write(f"  {ok}/{len(results)} answered in {time.monotonic() - started:.2f}s, "
                       f"{refused} refused by the server (429); first: {results[0].content!r}\n")
 
-            out.write("\n4. pool status\n")
-            for provider in ("anthropic", "openai"):
+            out.write("\n4. a named endpoint: get_client(\"local\"), kind openai, its own key and pool\n")
+            local = manager.get_client("local").complete("Hello from a local server", max_tokens=30)
+            out.write(f"  {local.content!r}\n  served by {local.client_id} (endpoint {local.endpoint}, "
+                      f"kind {local.provider})\n")
+
+            out.write("\n5. pool status\n")
+            for provider in manager.providers:
                 out.write(f" {provider}\n")
                 _print_status(manager, provider, out)
     out.write("\nDone: no network beyond 127.0.0.1 was used.\n")
@@ -96,7 +105,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
 
 def run_complete(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     with LLMManager(args.config) as manager:
-        provider = args.provider or manager.providers[0].value
+        provider = args.provider or manager.providers[0]
         client = manager.get_client(provider, args.model)
         messages = [Message(MessageRole.USER, args.prompt)]
         kwargs: dict[str, Any] = {"max_tokens": args.max_tokens}
@@ -138,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("demo", help="run offline against the built-in simulator")
     complete = commands.add_parser("complete", help="one completion from the configured provider")
     complete.add_argument("prompt")
-    complete.add_argument("--provider", choices=[p.value for p in LLMProvider])
+    complete.add_argument("--provider", metavar="ENDPOINT",
+                          help="a configured endpoint name (default: the first under providers:)")
     complete.add_argument("--model")
     complete.add_argument("--max-tokens", type=int, default=1024)
     complete.add_argument("--system")

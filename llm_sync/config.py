@@ -4,6 +4,11 @@ Validated once, when a manager is built; the hot path only reads the
 resulting frozen objects. Any problem raises :class:`LLMConfigError` naming
 the field path (``providers.anthropic.rate_limits[1].requests_per_minute``).
 Unknown fields are errors, never silently ignored.
+
+Every key under ``providers:`` is an endpoint name (case-insensitive, kept
+lower-case); its ``kind`` names the wire format, looked up in the provider
+registry (:func:`llm_sync.providers.register_provider`), and defaults to
+the name, so ``anthropic:`` and ``openai:`` need no ``kind``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pydantic import (
 
 from .errors import LLMConfigError
 from .models import LLMProvider
+from .providers import provider_class, provider_kinds
 
 __all__ = [
     "LLMConfig",
@@ -38,15 +44,21 @@ __all__ = [
     "load_config",
     "config_from_env",
     "DEFAULT_BASE_URLS",
+    "DEFAULT_MODELS",
+    "default_base_url",
+    "default_model",
+    "endpoint_name",
 ]
 
-DEFAULT_BASE_URLS = {
-    LLMProvider.ANTHROPIC: "https://api.anthropic.com",
-    LLMProvider.OPENAI: "https://api.openai.com",
+# Per kind. A registered third-party kind may carry its own as the class
+# attributes ``default_base_url`` / ``default_model``.
+DEFAULT_BASE_URLS: dict[str, str] = {
+    LLMProvider.ANTHROPIC.value: "https://api.anthropic.com",
+    LLMProvider.OPENAI.value: "https://api.openai.com",
 }
-DEFAULT_MODELS = {
-    LLMProvider.ANTHROPIC: "claude-3-5-haiku-20241022",
-    LLMProvider.OPENAI: "gpt-4o-mini",
+DEFAULT_MODELS: dict[str, str] = {
+    LLMProvider.ANTHROPIC.value: "claude-3-5-haiku-20241022",
+    LLMProvider.OPENAI.value: "gpt-4o-mini",
 }
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 600.0
@@ -57,11 +69,28 @@ DEFAULT_IDLE_TIMEOUT = 90.0
 # Without pool.max_size: this many calls in flight per key.
 DEFAULT_LEASES_PER_KEY = 4
 ENV_KEY_VARIABLES = {
-    LLMProvider.ANTHROPIC: ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
-    LLMProvider.OPENAI: ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
+    LLMProvider.ANTHROPIC.value: ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
+    LLMProvider.OPENAI.value: ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
 }
 CONFIG_PATH_VARIABLE = "LLM_SYNC_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config") / "llm.yaml"
+_ENDPOINT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+def endpoint_name(name: Union[LLMProvider, str]) -> str:
+    """The canonical (lower-case) form of an endpoint name; LLMProvider
+    members are names too."""
+    return str(name.value if isinstance(name, LLMProvider) else name).strip().lower()
+
+
+def default_base_url(kind: str) -> Optional[str]:
+    """Where an endpoint of ``kind`` goes without a ``base_url``."""
+    return getattr(provider_class(kind), "default_base_url", None) or DEFAULT_BASE_URLS.get(kind)
+
+
+def default_model(kind: str) -> Optional[str]:
+    """The model an endpoint of ``kind`` uses without ``models``."""
+    return getattr(provider_class(kind), "default_model", None) or DEFAULT_MODELS.get(kind)
 
 
 class _Strict(BaseModel):
@@ -106,6 +135,10 @@ class PoolConfig(_Strict):
 
 
 class ProviderConfig(_Strict):
+    """One endpoint. ``kind`` is filled in from the endpoint's name by
+    :class:`LLMConfig` when left out."""
+
+    kind: Optional[str] = None
     api_keys: list[SecretStr] = Field(min_length=1)
     models: list[str] = Field(default_factory=list)
     base_url: Optional[str] = None
@@ -132,6 +165,22 @@ class ProviderConfig(_Strict):
                     keys.append(item)
             return keys
         return value
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _registered_kind(cls, value: Any) -> Any:
+        if value is None:  # only LLMConfig passes an explicit None: the name is no kind
+            raise ValueError(
+                "required: the endpoint's name is not a provider kind, so say which wire format it "
+                f"speaks (kind: {' or '.join(provider_kinds())})"
+            )
+        if not isinstance(value, str):
+            return value
+        try:
+            provider_class(value)
+        except LLMConfigError as exc:
+            raise ValueError(exc.message) from None
+        return value.strip().lower()
 
     @field_validator("timeout", mode="before")
     @classmethod
@@ -164,6 +213,12 @@ class ProviderConfig(_Strict):
             raise ValueError("api_keys contains the same key twice")
         return self
 
+    @model_validator(mode="after")
+    def _has_base_url(self) -> "ProviderConfig":
+        if self.kind is not None and self.base_url is None and default_base_url(self.kind) is None:
+            raise ValueError(f"base_url is required: kind {self.kind!r} has no default server")
+        return self
+
     def limits_for_key(self, index: int) -> Optional[RateLimitConfig]:
         if not self.rate_limits:
             return None
@@ -171,7 +226,10 @@ class ProviderConfig(_Strict):
 
 
 class LLMConfig(_Strict):
-    providers: dict[LLMProvider, ProviderConfig] = Field(min_length=1)
+    """``providers`` maps endpoint names to their settings; every entry's
+    ``kind`` is set once validated."""
+
+    providers: dict[str, ProviderConfig] = Field(min_length=1)
     pool: PoolConfig = PoolConfig()
     rate_limit_backend: str = "memory"
     on_backend_error: Literal["fail_open", "fail_closed"] = "fail_open"
@@ -179,14 +237,31 @@ class LLMConfig(_Strict):
 
     @field_validator("providers", mode="before")
     @classmethod
-    def _known_providers(cls, value: Any) -> Any:
-        if isinstance(value, Mapping):
-            known = {p.value for p in LLMProvider}
-            for name in value:
-                if str(name).lower() not in known:
-                    raise ValueError(f"unknown provider {name!r}; expected one of: {', '.join(sorted(known))}")
-            return {str(name).lower(): cfg for name, cfg in value.items()}
-        return value
+    def _endpoint_names(cls, value: Any) -> Any:
+        """Names to lower case; ``kind`` defaults to the name when that is a
+        registered kind (else ProviderConfig refuses the missing kind)."""
+        if not isinstance(value, Mapping):
+            return value
+        kinds = set(provider_kinds())
+        endpoints: dict[str, Any] = {}
+        for raw_name, entry in value.items():
+            if not isinstance(raw_name, str) or not _ENDPOINT_NAME.match(endpoint_name(raw_name)):
+                raise ValueError(
+                    f"endpoint name {raw_name!r} must be letters, digits, '_', '.' or '-' "
+                    "(names are case-insensitive)"
+                )
+            name = endpoint_name(raw_name)
+            if name in endpoints:
+                raise ValueError(f"endpoint {name!r} is configured twice (names are case-insensitive)")
+            implicit = name if name in kinds else None
+            if isinstance(entry, Mapping) and "kind" not in entry:
+                entry = {"kind": implicit, **entry}
+            elif isinstance(entry, ProviderConfig) and entry.kind is None:
+                if implicit is None:
+                    raise ValueError(f"{name}.kind: required, the name {name!r} is not a provider kind")
+                entry = entry.model_copy(update={"kind": implicit})
+            endpoints[name] = entry
+        return endpoints
 
     @field_validator("rate_limit_backend")
     @classmethod
@@ -195,8 +270,22 @@ class LLMConfig(_Strict):
             raise ValueError("must be 'memory' or a redis:// URL")
         return value
 
-    def pool_for(self, provider: LLMProvider) -> PoolConfig:
-        return self.providers[provider].pool or self.pool
+    def endpoint(self, name: Union[LLMProvider, str]) -> ProviderConfig:
+        """The settings of endpoint ``name``; LLMConfigError naming the
+        configured endpoints when there is none by that name."""
+        settings = self.providers.get(endpoint_name(name))
+        if settings is None:
+            configured = ", ".join(self.providers) or "none"
+            raise LLMConfigError(f"endpoint {endpoint_name(name)!r} is not configured (configured: {configured})")
+        return settings
+
+    def kind_of(self, name: Union[LLMProvider, str]) -> str:
+        kind = self.endpoint(name).kind
+        assert kind is not None  # set by validation
+        return kind
+
+    def pool_for(self, provider: Union[LLMProvider, str]) -> PoolConfig:
+        return self.endpoint(provider).pool or self.pool
 
     # Convenience constructors mirror the manager's.
     @classmethod
@@ -310,7 +399,7 @@ def config_from_env(env: Optional[Mapping[str, str]] = None) -> LLMConfig:
             entry: dict[str, Any] = {"api_keys": env[key_var]}
             if env.get(url_var):
                 entry["base_url"] = env[url_var]
-            providers[provider.value] = entry
+            providers[provider] = entry
     if not providers:
         raise LLMConfigError(
             f"no configuration found: pass a config, set ${CONFIG_PATH_VARIABLE}, create "

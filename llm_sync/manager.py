@@ -1,9 +1,16 @@
-"""LLMManager: one pool per configured provider, and the process singleton.
+"""LLMManager: one pool per configured endpoint, and the process singleton.
+
+An endpoint is a key under ``providers:`` (``anthropic``, ``openai``,
+``local``...); every method that takes ``provider`` takes an endpoint name
+or an :class:`LLMProvider` member, which names the endpoint of that name.
 
 Threading contract: an LLMManager may be used from any thread. It owns its
 pools and clients; ``_lock`` guards the client cache and the closed flag.
 The module's singleton (the only global mutable state in llm_sync) is
-guarded by ``_singleton_lock`` and is replaced in a child after ``fork()``.
+guarded by ``_singleton_lock``. In a child after ``fork()`` the singleton
+starts empty under a fresh lock; the first ``get_llm_manager()`` there
+builds a new manager (new sockets, threads and locks) from the parent's
+configuration, and the parent's manager is never touched.
 """
 
 from __future__ import annotations
@@ -17,7 +24,15 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 from .client import LLMClient, WorkerThreads
-from .config import DEFAULT_BASE_URLS, DEFAULT_LEASES_PER_KEY, DEFAULT_MODELS, LLMConfig, ProviderConfig, load_config
+from .config import (
+    DEFAULT_LEASES_PER_KEY,
+    LLMConfig,
+    ProviderConfig,
+    default_base_url,
+    default_model,
+    endpoint_name,
+    load_config,
+)
 from .errors import LLMConfigError, LLMError, LLMValidationError
 from .keys import PooledKey
 from .middleware.base import Middleware
@@ -38,14 +53,18 @@ __all__ = ["LLMManager", "Clocks", "get_llm_manager", "reset_llm_manager"]
 ConfigSource = Union[LLMConfig, Mapping[str, Any], str, Path, None]
 
 
-class _ProviderRuntime:
-    """What the manager keeps per provider."""
+class _EndpointRuntime:
+    """What the manager keeps per endpoint."""
 
-    def __init__(self, provider: LLMProvider, config: LLMConfig, clocks: "Clocks") -> None:
-        settings = config.providers[provider]
-        pool_config = config.pool_for(provider)
+    def __init__(self, name: str, config: LLMConfig, clocks: "Clocks") -> None:
+        settings = config.endpoint(name)
+        pool_config = config.pool_for(name)
+        kind = config.kind_of(name)
+        base_url = settings.base_url or default_base_url(kind)
+        assert base_url is not None  # config validation insists on one
+        self.name = name
         self.settings = settings
-        self.provider = create_provider(provider, settings.base_url or DEFAULT_BASE_URLS[provider], settings.headers)
+        self.provider = create_provider(kind, base_url, settings.headers, endpoint=name)
         keys = [
             PooledKey(self.provider, key, index, settings.limits_for_key(index))
             for index, key in enumerate(settings.api_keys)
@@ -59,7 +78,7 @@ class _ProviderRuntime:
             for middleware in default_chain(settings, self.limiter, key.index, clocks):
                 key.middleware_chain.add(middleware)
         self.pool = KeyPool(
-            provider.value,
+            name,
             keys,
             max_size=pool_config.max_size or DEFAULT_LEASES_PER_KEY * len(keys),
             acquire_timeout=pool_config.acquire_timeout,
@@ -74,8 +93,8 @@ class _ProviderRuntime:
             total_timeout=settings.timeout.total, max_retries=settings.max_retries,
             retry_budget=settings.retry_budget, native_counting=settings.token_counting == "native",
         )
-        self.default_model = settings.models[0] if settings.models else DEFAULT_MODELS[provider]
-        self.workers = WorkerThreads(self.pool.max_size, provider.value)
+        self.default_model = settings.models[0] if settings.models else default_model(kind)
+        self.workers = WorkerThreads(self.pool.max_size, name)
         self.clients: dict[str, LLMClient] = {}
 
 
@@ -114,7 +133,7 @@ def default_chain(settings: ProviderConfig, limiter: ProviderLimiter, index: int
 
 
 class LLMManager:
-    """Owns a pool of key-bound sessions for every configured provider.
+    """Owns a pool of key-bound sessions for every configured endpoint.
 
     ``close()`` is idempotent; it releases every connection and worker
     thread. Usable as a context manager. ``clocks`` replaces the monotonic
@@ -133,7 +152,7 @@ class LLMManager:
         self._lock = threading.Lock()
         self._closed = False
         clocks = clocks or Clocks()
-        self._runtimes = {name: _ProviderRuntime(name, self.config, clocks) for name in self.config.providers}
+        self._runtimes = {name: _EndpointRuntime(name, self.config, clocks) for name in self.config.providers}
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "LLMManager":
@@ -145,7 +164,7 @@ class LLMManager:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<LLMManager {state} providers={[p.value for p in self._runtimes]}>"
+        return f"<LLMManager {state} endpoints={list(self._runtimes)}>"
 
     def __enter__(self) -> "LLMManager":
         return self
@@ -154,30 +173,43 @@ class LLMManager:
         self.close()
 
     @property
-    def providers(self) -> list[LLMProvider]:
+    def providers(self) -> list[str]:
+        """The configured endpoint names, in config order."""
         return list(self._runtimes)
+
+    def kind(self, provider: Union[LLMProvider, str]) -> str:
+        """The wire format (``anthropic``, ``openai``, ...) endpoint ``provider`` speaks."""
+        return self._runtime(provider).provider.kind
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def _runtime(self, provider: Union[LLMProvider, str]) -> _ProviderRuntime:
+    def _runtime(self, provider: Union[LLMProvider, str]) -> _EndpointRuntime:
         if self._closed:
             raise LLMError("the LLM manager is closed")
-        name = LLMProvider.parse(provider)
-        runtime = self._runtimes.get(name)
+        if not isinstance(provider, str):
+            raise LLMValidationError(f"an endpoint name is a string or an LLMProvider, got {type(provider).__name__}")
+        runtime = self._runtimes.get(endpoint_name(provider))
         if runtime is None:
-            configured = ", ".join(p.value for p in self._runtimes) or "none"
-            raise LLMConfigError(f"provider {name.value!r} is not configured (configured: {configured})")
+            configured = ", ".join(self._runtimes) or "none"
+            raise LLMConfigError(
+                f"endpoint {endpoint_name(provider)!r} is not configured (configured: {configured})"
+            )
         return runtime
 
     def get_client(self, provider: Union[LLMProvider, str], model: Optional[str] = None) -> LLMClient:
-        """The (cached) client for ``provider``; ``model`` defaults to the
-        first of the provider's configured ``models``."""
+        """The (cached) client for endpoint ``provider``; ``model`` defaults
+        to the first of the endpoint's configured ``models``."""
         runtime = self._runtime(provider)
         if model is not None and (not isinstance(model, str) or not model.strip()):
             raise LLMValidationError(f"model must be a non-empty string, got {model!r}")
         model = model or runtime.default_model
+        if model is None:
+            raise LLMConfigError(
+                f"providers.{runtime.name}.models: kind {runtime.provider.kind!r} has no default model; "
+                "configure models or pass model="
+            )
         with self._lock:
             if self._closed:
                 raise LLMError("the LLM manager is closed")
@@ -191,7 +223,7 @@ class LLMManager:
         return self._runtime(provider).pool
 
     @property
-    def _pools(self) -> dict[LLMProvider, KeyPool]:
+    def _pools(self) -> dict[str, KeyPool]:
         """Kept for the seed's examples (``manager._pools[provider]``)."""
         return {name: runtime.pool for name, runtime in self._runtimes.items()}
 
@@ -203,7 +235,7 @@ class LLMManager:
         return merge_metrics(self._key_metrics(self._runtime(provider)).values())
 
     def metrics_text(self) -> str:
-        """All providers' metrics in the Prometheus text format."""
+        """All endpoints' metrics in the Prometheus text format (label ``provider`` = endpoint name)."""
         return render_metrics_text(self._provider_metrics())
 
     def prometheus_collector(self) -> Any:
@@ -212,7 +244,7 @@ class LLMManager:
         return make_collector(self._provider_metrics)
 
     @staticmethod
-    def _key_metrics(runtime: "_ProviderRuntime") -> dict[str, MetricsMiddleware]:
+    def _key_metrics(runtime: "_EndpointRuntime") -> dict[str, MetricsMiddleware]:
         found = {}
         for key in runtime.pool.clients:
             middleware = key.middleware_chain.get_middleware(MetricsMiddleware)
@@ -222,7 +254,7 @@ class LLMManager:
 
     def _provider_metrics(self) -> dict[str, ProviderMetrics]:
         return {
-            name.value: ProviderMetrics(
+            name: ProviderMetrics(
                 metrics={cid: m.get_metrics() for cid, m in self._key_metrics(runtime).items()},
                 status=runtime.pool.status(),
             )
@@ -230,7 +262,7 @@ class LLMManager:
         }
 
     def add_middleware(self, middleware: Middleware, provider: Union[LLMProvider, str, None] = None) -> None:
-        """Add ``middleware`` to the chain of every key (of one provider)."""
+        """Add ``middleware`` to the chain of every key (of one endpoint)."""
         runtimes = [self._runtime(provider)] if provider is not None else list(self._runtimes.values())
         for runtime in runtimes:
             for key in runtime.pool.clients:
@@ -252,6 +284,20 @@ _singleton_source: Any = None  # what the singleton was built from, to skip re-v
 _singleton_lock = threading.Lock()
 
 
+@dataclass(frozen=True)
+class _Inherited:
+    """In a forked child: the configuration of the parent's live manager."""
+
+    config: LLMConfig
+    source: Any
+
+
+_inherited: Optional[_Inherited] = None
+# In a forked child: the parent's managers, kept referenced so that nothing
+# there (a finaliser, the garbage collector) ever touches their sockets.
+_parent_managers: list[LLMManager] = []
+
+
 def get_llm_manager(config: ConfigSource = None) -> LLMManager:
     """The process-wide manager, created on first use (or after ``close()``).
 
@@ -259,19 +305,29 @@ def get_llm_manager(config: ConfigSource = None) -> LLMManager:
     ``ANTHROPIC_API_KEY`` / ``OPENAI_API_KEY``. Passing a config that differs
     from the live manager's raises LLMConfigError rather than swapping the
     manager under other threads' feet; close it first.
+
+    After ``fork()`` (gunicorn ``--preload``, multiprocessing) the child's
+    first call builds a fresh manager from the configuration the parent's
+    manager had, so a worker needs no config of its own.
     """
-    global _singleton, _singleton_source
+    global _singleton, _singleton_source, _inherited
     with _singleton_lock:
         current = _singleton
         if current is not None and not current.closed:
-            if config is not None and not _same_source(config, current):
+            if config is not None and not _same_source(config, current.config, _singleton_source):
                 raise LLMConfigError(
                     "get_llm_manager() already holds a manager with a different config; "
                     "close it (or call reset_llm_manager()) before configuring another"
                 )
             return current
-        _singleton = LLMManager(config)
-        _singleton_source = _source_key(config)
+        inherited = _inherited
+        if inherited is not None and (config is None or _same_source(config, inherited.config, inherited.source)):
+            _singleton = LLMManager(inherited.config)
+            _singleton_source = inherited.source
+        else:
+            _singleton = LLMManager(config)
+            _singleton_source = _source_key(config)
+        _inherited = None
         return _singleton
 
 
@@ -284,27 +340,37 @@ def _source_key(config: ConfigSource) -> Any:
     return ("object", id(config))
 
 
-def _same_source(config: ConfigSource, current: LLMManager) -> bool:
+def _same_source(config: ConfigSource, built: LLMConfig, source: Any) -> bool:
     """Per-request ``get_llm_manager(path)`` calls (a Django view) must be
     cheap: the same source is recognised without re-reading it."""
-    if config is current.config or _source_key(config) == _singleton_source:
+    if config is built or _source_key(config) == source:
         return True
-    return load_config(config) == current.config
+    return load_config(config) == built
 
 
 def reset_llm_manager() -> None:
-    """Close and forget the singleton (tests, reconfiguration)."""
-    global _singleton
+    """Close and forget the singleton (tests, reconfiguration); in a forked
+    child, also forget the configuration inherited from the parent."""
+    global _singleton, _inherited
     with _singleton_lock:
         manager, _singleton = _singleton, None
+        _inherited = None
     if manager is not None:
         manager.close()
 
 
 def _after_fork_in_child() -> None:
     """A child must not share the parent's sockets or a lock another
-    thread held at fork time: start with a fresh lock and no manager."""
-    global _singleton, _singleton_lock, _singleton_source
+    thread held at fork time: start with a fresh lock and no manager, but
+    remember the parent's configuration for the first get_llm_manager().
+    Nothing of the parent's manager is called here (its locks may be held)."""
+    global _singleton, _singleton_lock, _singleton_source, _inherited
+    parent = _singleton
+    if parent is not None:
+        _parent_managers.append(parent)
+        if not parent._closed:
+            _inherited = _Inherited(parent.config, _singleton_source)
+    # else: keep what an earlier fork handed down and nobody used yet
     _singleton_lock = threading.Lock()
     _singleton = None
     _singleton_source = None

@@ -30,8 +30,10 @@ class MessageRole(str, Enum):
 
 
 class LLMProvider(str, Enum):
-    """Wire protocol family. OpenAI-compatible servers (vLLM, Ollama, LM
-    Studio, gateways) use ``OPENAI`` with a ``base_url``."""
+    """The built-in endpoint kinds (wire formats). OpenAI-compatible servers
+    (vLLM, Ollama, LM Studio, gateways) are ``OPENAI``-kind endpoints with a
+    ``base_url``. Members also work as endpoint names: ``get_client(LLMProvider.OPENAI)``
+    is ``get_client("openai")``."""
 
     ANTHROPIC = "anthropic"
     OPENAI = "openai"
@@ -46,6 +48,15 @@ class LLMProvider(str, Enum):
         except ValueError:
             known = ", ".join(p.value for p in cls)
             raise LLMValidationError(f"unknown provider {value!r}; expected one of: {known}") from None
+
+    @classmethod
+    def for_kind(cls, kind: str) -> "LLMProvider | str":
+        """The member for a built-in kind, else the kind string itself
+        (a kind registered by a third party)."""
+        try:
+            return cls(kind)
+        except ValueError:
+            return kind
 
 
 class StopReason(str, Enum):
@@ -153,13 +164,19 @@ class LLMResponse(BaseModel):
     model: str = ""
     stop_reason: str | None = None
     usage: Usage = Usage()
-    provider: LLMProvider | None = None
+    provider: LLMProvider | str | None = None  # the endpoint's kind (a member for built-in kinds)
+    endpoint: str | None = None  # the configured endpoint name that served it
     client_id: str | None = None
     request_id: str | None = None
     latency_ms: float = 0.0
     metadata: dict[str, Any] = {}
     raw: dict[str, Any] | None = None
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _provider_member(cls, value: Any) -> Any:
+        return LLMProvider.for_kind(value) if isinstance(value, str) else value
 
     def __repr__(self) -> str:
         preview = self.content if len(self.content) <= 40 else self.content[:37] + "..."

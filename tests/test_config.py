@@ -413,3 +413,122 @@ def test_redis_backend_is_refused_until_it_exists_rather_than_ignored():
     with pytest.raises(LLMConfigError, match="rate_limit_backend"):
         LLMManager.from_dict({"providers": {"anthropic": {"api_keys": ["k"]}},
                               "rate_limit_backend": "redis://127.0.0.1:6379/0"})
+
+
+# --- endpoints: names and kinds ---------------------------------------------------------
+
+
+def endpoints(providers: dict[str, Any]) -> LLMConfig:
+    return load_config({"providers": providers}, env={})
+
+
+def test_kind_defaults_to_the_name():
+    config = endpoints({"Anthropic": {"api_keys": [KEY0]}, "openai": {"api_keys": [KEY1]}})
+    assert list(config.providers) == ["anthropic", "openai"]
+    assert config.kind_of(A) == "anthropic" and config.kind_of("OPENAI") == "openai"
+    assert config.providers[A].kind == "anthropic"
+
+
+def test_named_endpoints_side_by_side():
+    config = endpoints({
+        "openai": {"api_keys": [KEY0]},
+        "local": {"kind": "openai", "api_keys": [KEY1], "base_url": "http://127.0.0.1:8000/v1"},
+        "claude-eu": {"kind": "Anthropic", "api_keys": [KEY2], "base_url": "https://eu.gw.test/anthropic"},
+    })
+    assert {name: c.kind for name, c in config.providers.items()} == \
+        {"openai": "openai", "local": "openai", "claude-eu": "anthropic"}
+    assert config.endpoint("LOCAL").base_url == "http://127.0.0.1:8000/v1"
+
+
+def test_an_endpoint_named_after_no_kind_needs_one():
+    with pytest.raises(LLMConfigError) as info:
+        endpoints({"local": {"api_keys": [KEY0], "base_url": "http://127.0.0.1:8000"}})
+    message = str(info.value)
+    assert "providers.local.kind" in message and "anthropic or openai" in message
+
+
+def test_an_unknown_kind_names_the_field():
+    with pytest.raises(LLMConfigError) as info:
+        endpoints({"local": {"kind": "gemini", "api_keys": [KEY0]}})
+    message = str(info.value)
+    assert "providers.local.kind" in message and "unknown provider kind 'gemini'" in message
+    assert "anthropic, openai" in message
+
+
+def test_a_kind_may_name_another_builtin():
+    # an endpoint called "openai" that speaks the Anthropic format: odd, but explicit
+    config = endpoints({"openai": {"kind": "anthropic", "api_keys": [KEY0]}})
+    assert config.kind_of("openai") == "anthropic"
+
+
+@pytest.mark.parametrize("name", ["", "my endpoint", "-x", "a/b"])
+def test_bad_endpoint_names(name):
+    with pytest.raises(LLMConfigError, match="endpoint name"):
+        endpoints({name: {"kind": "openai", "api_keys": [KEY0]}})
+
+
+def test_endpoint_names_are_case_insensitive_and_unique():
+    with pytest.raises(LLMConfigError, match="'local' is configured twice"):
+        endpoints({"local": {"kind": "openai", "api_keys": [KEY0]}, "LOCAL": {"kind": "openai", "api_keys": [KEY1]}})
+
+
+def test_unknown_endpoint_lookup_lists_the_configured():
+    config = endpoints({"openai": {"api_keys": [KEY0]}, "local": {"kind": "openai", "api_keys": [KEY1]}})
+    with pytest.raises(LLMConfigError, match=r"endpoint 'anthropic' is not configured \(configured: openai, local\)"):
+        config.endpoint(A)
+
+
+def test_provider_config_objects_get_their_kind_from_the_name():
+    from llm_sync.config import ProviderConfig
+
+    entry = ProviderConfig(api_keys=[SecretStr(KEY0)])
+    assert entry.kind is None
+    config = LLMConfig(providers={"openai": entry})
+    assert config.providers["openai"].kind == "openai"
+    with pytest.raises(Exception, match="local.kind: required"):
+        LLMConfig(providers={"local": entry})
+
+
+def test_defaults_per_kind():
+    from llm_sync.config import DEFAULT_BASE_URLS, DEFAULT_MODELS, default_base_url, default_model
+
+    assert DEFAULT_BASE_URLS["openai"] == default_base_url("openai") == "https://api.openai.com"
+    assert DEFAULT_BASE_URLS[A] == default_base_url("anthropic") == "https://api.anthropic.com"
+    assert default_model("openai") == DEFAULT_MODELS[O] == "gpt-4o-mini"
+    with pytest.raises(LLMConfigError, match="unknown provider kind"):
+        default_model("nope")
+
+
+def test_config_from_env_keeps_the_builtin_names():
+    config = config_from_env({"ANTHROPIC_API_KEY": KEY0, "OPENAI_API_KEY": KEY1,
+                              "OPENAI_BASE_URL": "https://gw.test/openai"})
+    assert {name: c.kind for name, c in config.providers.items()} == {"anthropic": "anthropic", "openai": "openai"}
+    assert config.providers[O].base_url == "https://gw.test/openai"
+
+
+def test_shipped_example_config_endpoints_validate_when_uncommented():
+    """The commented-out endpoints in config/llm.yaml are valid as written."""
+    import re
+
+    path = Path(__file__).resolve().parents[1] / "config" / "llm.yaml"
+    text = re.sub(r"(?m)^  # ", "  ", path.read_text(encoding="utf-8"))
+    env = {"ANTHROPIC_API_KEY": KEY0, "OPENAI_API_KEY": KEY1, "GEMINI_API_KEY": KEY2}
+    import yaml
+
+    config = load_config(yaml.safe_load(text), env=env)
+    assert {name: c.kind for name, c in config.providers.items()} == {
+        "anthropic": "anthropic", "openai": "openai", "local": "openai", "gemini": "openai"}
+
+
+def test_readme_config_examples_validate():
+    import re
+
+    import yaml
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    blocks = re.findall(r"```yaml\n(.*?)```", readme.read_text(encoding="utf-8"), flags=re.S)
+    blocks = [b for b in blocks if re.search(r"(?m)^providers:", b)]
+    assert blocks, "README has a providers: example"
+    env = {"ANTHROPIC_API_KEY": KEY0, "OPENAI_API_KEY": KEY1}
+    for block in blocks:
+        assert load_config(yaml.safe_load(block), env=env).providers

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import requests
 
-from ..models import LLMProvider, LLMResponse, MessageRole, Usage
+from ..models import LLMResponse, MessageRole, Usage
 from ..sse import SSEEvent
 from ..transport import HTTPRequest
 from .base import LLMRequest, Provider, StreamDecoder, join_url, with_query
@@ -29,15 +29,16 @@ def _usage(data: Any, into: Optional[Usage] = None) -> Usage:
 
 
 class AnthropicProvider(Provider):
-    name = LLMProvider.ANTHROPIC
+    kind = "anthropic"
     request_id_header = "request-id"
     completion_path = "/v1/messages"
     # Whether the server refunds unused max_tokens when the reply ends.
     refunds_output = True
     temperature_range = (0.0, 1.0)
 
-    def __init__(self, base_url: str, headers: Optional[dict[str, str]] = None) -> None:
-        super().__init__(base_url, {"anthropic-version": ANTHROPIC_VERSION, **(headers or {})})
+    def __init__(self, base_url: str, headers: Optional[dict[str, str]] = None, *,
+                 endpoint: Optional[str] = None) -> None:
+        super().__init__(base_url, {"anthropic-version": ANTHROPIC_VERSION, **(headers or {})}, endpoint=endpoint)
         self.count_url = join_url(self.base_url, "/v1/messages/count_tokens")
 
     def auth_headers(self, key: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import requests
 
@@ -57,9 +57,14 @@ class LLMRequest:
         return "\n\n".join(parts) if parts else None
 
 
-def join_url(base_url: str, path: str) -> str:
-    """``base_url`` is the server root; a trailing ``/v1`` is not doubled."""
+def join_url(base_url: str, path: str, default_prefix: str = "") -> str:
+    """``base_url`` + ``path``. A base with no path of its own gets
+    ``default_prefix`` first (OpenAI-kind: ``/v1``); a base already ending in
+    ``/v1`` does not get a second one from ``path``. Any other path prefix
+    (``/v1beta/openai``, ``/openai``) is kept as it is."""
     base = base_url.rstrip("/")
+    if default_prefix and not urlsplit(base).path:
+        base += default_prefix
     if base.endswith("/v1") and path.startswith("/v1/"):
         path = path[3:]
     return base + path
@@ -123,20 +128,22 @@ class StreamDecoder(ABC):
 
 
 class Provider(ABC):
-    name: LLMProvider
+    kind: str  # the wire format (registry key); ``endpoint`` is this instance's configured name
     request_id_header: str
     completion_path: str
+    default_prefix: str = ""  # put between a base_url with no path and completion_path
     refunds_output: bool  # the server refunds unused max_tokens at the end
     temperature_range: tuple[float, float]
 
-    def __init__(self, base_url: str, headers: Optional[Mapping[str, str]] = None) -> None:
+    def __init__(self, base_url: str, headers: Optional[Mapping[str, str]] = None, *,
+                 endpoint: Optional[str] = None) -> None:
+        self.endpoint = endpoint or self.kind
         self.base_url = base_url.rstrip("/")
-        self.endpoint = self.name.value
-        self.completion_url = join_url(self.base_url, self.completion_path)
+        self.completion_url = join_url(self.base_url, self.completion_path, self.default_prefix)
         self.default_headers = {"content-type": "application/json", "accept": "application/json", **(headers or {})}
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.base_url}>"
+        return f"<{type(self).__name__} {self.endpoint} {self.base_url}>"
 
     # --- wire format, per provider -------------------------------------
     @abstractmethod
@@ -267,7 +274,8 @@ class Provider(ABC):
 
     def annotate(self, response: LLMResponse, http: requests.Response, started: float,
                  client_id: Optional[str]) -> None:
-        response.provider = self.name
+        response.provider = LLMProvider.for_kind(self.kind)
+        response.endpoint = self.endpoint
         response.client_id = client_id
         response.request_id = self.request_id(http) or response.request_id
         response.latency_ms = (time.monotonic() - started) * 1000.0

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
-from ..models import LLMProvider, LLMResponse, Usage
+from ..models import LLMResponse, Usage
 from ..sse import SSEEvent
 from .base import LLMRequest, Provider, StreamDecoder
 
@@ -26,15 +26,18 @@ def _usage(data: Any) -> Usage:
 
 
 class OpenAIProvider(Provider):
-    name = LLMProvider.OPENAI
+    kind = "openai"
     request_id_header = "x-request-id"
-    completion_path = "/v1/chat/completions"
+    # base_url is a prefix (``/v1``, ``/v1beta/openai``, ``/openai``); a bare host gets /v1.
+    completion_path = "/chat/completions"
+    default_prefix = "/v1"
     # Whether the server refunds unused max_tokens when the reply ends.
     refunds_output = False
     temperature_range = (0.0, 2.0)
 
-    def __init__(self, base_url: str, headers: Optional[dict[str, str]] = None) -> None:
-        super().__init__(base_url, headers)
+    def __init__(self, base_url: str, headers: Optional[dict[str, str]] = None, *,
+                 endpoint: Optional[str] = None) -> None:
+        super().__init__(base_url, headers, endpoint=endpoint)
         official = (urlsplit(self.base_url).hostname or "") in _OFFICIAL_HOSTS
         self.max_tokens_field = "max_completion_tokens" if official else "max_tokens"
 

@@ -90,11 +90,15 @@ class Exchange:
         method: str,
         path: str,
         raw: bytes,
+        sent_path: str | None = None,
     ) -> None:
         self.handler = handler
         self.sim: Simulator = handler.server.simulator
         self.method = method
         self.path = path
+        """The route (``/v1/...``) whatever the simulator's ``path_prefix``."""
+        self.sent_path = sent_path or path
+        """The path as the client sent it (without the query string)."""
         self.raw = raw
         self.headers: dict[str, str] = {k.lower(): v for k, v in handler.headers.items()}
         self.body: Any = None
@@ -105,6 +109,8 @@ class Exchange:
             except ValueError:
                 self.body_ok = False
         self.family = _family(path, self.headers)
+        if self.sent_path != path and self.family != "openai":
+            self.family = _family(self.sent_path, self.headers)  # a path outside the prefix
         self.key_index = self._resolve_key()
         self.number = self.sim._next_number()
         self.answered = False
@@ -140,7 +146,7 @@ class Exchange:
         self.answered = True
         self.sim._record(
             RecordedRequest(
-                self.path, self.key_index, self._redacted_headers(), self.body, status, self.method
+                self.sent_path, self.key_index, self._redacted_headers(), self.body, status, self.method
             )
         )
 
@@ -279,7 +285,8 @@ class SimHandler(BaseHTTPRequestHandler):
             self.send_error(400, "Malformed request body")
             self.close_connection = True
             return
-        exchange = Exchange(self, method, self.path.split("?", 1)[0], raw)
+        sent_path = self.path.split("?", 1)[0]
+        exchange = Exchange(self, method, _route_path(sent_path, self.server.simulator.path_prefix), raw, sent_path)
         sim = exchange.sim
         try:
             if sim.latency > 0:
@@ -296,6 +303,16 @@ class SimHandler(BaseHTTPRequestHandler):
                     raise
                 return
             exchange.send_error(500, f"simulator error: {type(exc).__name__}: {exc}")
+
+
+def _route_path(path: str, prefix: str) -> str:
+    """The ``/v1/...`` route a path sent under ``prefix`` stands for; a path
+    outside the prefix maps to one no route has (answered 404)."""
+    if prefix == "/v1":
+        return path
+    if path.startswith(prefix + "/"):
+        return "/v1" + path[len(prefix):]
+    return "/outside-prefix" + path
 
 
 def _family(path: str, headers: Mapping[str, str]) -> str:
@@ -322,7 +339,7 @@ _ROUTES: dict[str, tuple[str, _Endpoint]] = {
 def _route(exchange: Exchange) -> None:
     route = _ROUTES.get(exchange.path)
     if route is None:
-        message = f"Invalid URL ({exchange.method} {exchange.path})"
+        message = f"Invalid URL ({exchange.method} {exchange.sent_path})"
         exchange.send_error(404, message if exchange.family == "openai" else "Not found")
         return
     method, endpoint = route

@@ -31,6 +31,13 @@ class Simulator:
     """Serves ``/v1/messages``, ``/v1/messages/count_tokens``, ``/v1/chat/completions``
     and ``GET /v1/models`` from a background thread; every key is valid for both APIs.
 
+    ``path_prefix`` serves every route under another prefix in place of
+    ``/v1``: ``"/v1beta/openai"`` (Gemini's compatibility API) answers
+    ``/v1beta/openai/chat/completions``, ``"/openai"`` (Azure-style)
+    ``/openai/chat/completions``, ``"/anthropic/v1"`` (a gateway)
+    ``/anthropic/v1/messages``; paths outside it get 404. Recordings keep
+    the path as sent; faults match the ``/v1/...`` route.
+
     ``keys`` may also be a single string (one key).  Use as a context
     manager (``with Simulator() as sim:``) or call
     :meth:`start` / :meth:`stop`.  ``clock`` (monotonic seconds) drives the
@@ -48,6 +55,7 @@ class Simulator:
         limits: SimLimits | Sequence[SimLimits | None] | None = None,
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
+        path_prefix: str = "/v1",
     ) -> None:
         keys = (keys,) if isinstance(keys, str) else tuple(keys)
         if not all(isinstance(key, str) and key for key in keys):
@@ -56,6 +64,9 @@ class Simulator:
             raise ValueError("keys must be distinct")
         if latency < 0:
             raise ValueError("latency must not be negative")
+        if not path_prefix.startswith("/") or path_prefix.endswith("/") or " " in path_prefix:
+            raise ValueError("path_prefix must start with '/' and not end with one, like '/v1beta/openai'")
+        self.path_prefix = path_prefix
         self._keys = keys
         self._host = host
         self._port = port
@@ -147,6 +158,11 @@ class Simulator:
         """``http://HOST:PORT`` of the running simulator, without a trailing slash."""
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"http://{host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        """``base_url`` + ``path_prefix``: the ``base_url`` for an OpenAI-kind endpoint."""
+        return self.base_url + self.path_prefix
 
     @property
     def keys(self) -> tuple[str, ...]:

@@ -1,0 +1,190 @@
+"""KeyPool on its own: leases, key choice, waits, close and fork."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from llm_sync.errors import LLMClosedError, LLMPoolExhaustedError, LLMTimeoutError
+from llm_sync.keys import PooledKey
+from llm_sync.pool import KeyPool
+from llm_sync.providers.anthropic import AnthropicProvider
+
+
+class FakeSession:
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_pool(keys: int = 3, max_size: int = 3, acquire_timeout: float = 0.2, idle_timeout: float = 90.0,
+              clock: Any = None) -> tuple[KeyPool, list[FakeSession]]:
+    provider = AnthropicProvider("http://127.0.0.1:9")
+    sessions: list[FakeSession] = []
+
+    def factory() -> Any:
+        sessions.append(FakeSession())
+        return sessions[-1]
+
+    pool = KeyPool("anthropic", [PooledKey(provider, SecretStr(f"sk-pool-{i}"), i) for i in range(keys)],
+                   max_size=max_size, acquire_timeout=acquire_timeout, idle_timeout=idle_timeout,
+                   clock=clock or Clock(), session_factory=factory)
+    return pool, sessions
+
+
+def test_without_a_chosen_key_leases_spread_over_keys_in_turn():
+    pool, _ = make_pool(keys=3, max_size=3)
+    first = [pool.acquire() for _ in range(3)]
+    assert sorted(lease.key.client_id for lease in first) == ["anthropic-0", "anthropic-1", "anthropic-2"]
+    for lease in first:
+        lease.release()
+    chosen = []
+    for _ in range(3):
+        with pool.acquire() as lease:
+            chosen.append(lease.key.client_id)
+    assert len(set(chosen)) == 3  # equal keys are used in turn, not the first one always
+
+
+def test_a_chosen_key_is_bound_and_counted():
+    pool, _ = make_pool()
+    key = pool.keys[2]
+    with pool.acquire(key=key) as lease:
+        assert lease.key is key and key.in_use == 1
+        assert pool.status()["client_statuses"][2]["in_use"] is True
+    assert key.in_use == 0
+
+
+def test_release_is_idempotent_and_returns_the_session():
+    pool, sessions = make_pool(max_size=2)
+    lease = pool.acquire()
+    assert pool.available == 1
+    lease.release()
+    lease.release()
+    assert pool.available == 2
+    assert "released" in repr(lease)
+    assert len(sessions) == 2  # no new Session per lease
+
+
+def test_sessions_are_reused_most_recent_first():
+    pool, sessions = make_pool(max_size=2)
+    with pool.acquire() as lease:
+        warm = lease.session
+    with pool.acquire() as lease:
+        assert lease.session is warm
+
+
+def test_waiting_past_acquire_timeout_is_pool_exhaustion():
+    pool, _ = make_pool(max_size=1, acquire_timeout=0.05)
+    held = pool.acquire()
+    with pytest.raises(LLMPoolExhaustedError) as caught:
+        pool.acquire()
+    assert isinstance(caught.value, LLMTimeoutError)  # a subclass: "waited too long"
+    held.release()
+
+
+def test_a_shorter_caller_timeout_is_the_callers_deadline():
+    pool, _ = make_pool(max_size=1, acquire_timeout=30.0)
+    held = pool.acquire()
+    with pytest.raises(LLMTimeoutError) as caught:
+        pool.acquire(timeout=0.05)
+    assert not isinstance(caught.value, LLMPoolExhaustedError)
+    held.release()
+
+
+def test_a_waiter_gets_a_released_lease():
+    pool, _ = make_pool(max_size=1, acquire_timeout=5.0)
+    held = pool.acquire()
+    got: list[Any] = []
+    waiter = threading.Thread(target=lambda: got.append(pool.acquire()))
+    waiter.start()
+    while pool.waiting == 0:
+        threading.Event().wait(0.001)
+    held.release()
+    waiter.join(5)
+    assert got and got[0].session is held.session
+    got[0].release()
+
+
+def test_close_wakes_waiters_and_refuses_new_leases():
+    pool, sessions = make_pool(max_size=1, acquire_timeout=30.0)
+    held = pool.acquire()
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            pool.acquire()
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            errors.append(exc)
+
+    waiters = [threading.Thread(target=wait) for _ in range(3)]
+    for thread in waiters:
+        thread.start()
+    while pool.waiting < 3:
+        threading.Event().wait(0.001)
+    pool.close()
+    for thread in waiters:
+        thread.join(5)
+    assert len(errors) == 3 and all(isinstance(e, LLMClosedError) for e in errors)
+    with pytest.raises(LLMClosedError):
+        pool.acquire()
+    held.release()  # comes back after close: its Session is closed, not pooled
+    assert held.session.closed == 1
+    assert "closed" in repr(pool)
+    pool.close()  # idempotent
+
+
+def test_idle_sessions_drop_their_connections():
+    clock = Clock()
+    pool, _ = make_pool(max_size=1, idle_timeout=10.0, clock=clock)
+    with pool.acquire() as lease:
+        session = lease.session
+    clock.now += 5
+    with pool.acquire():
+        assert session.closed == 0
+    clock.now += 11
+    with pool.acquire():
+        assert session.closed == 1
+
+
+def test_repr_shows_idle_and_waiting():
+    pool, _ = make_pool(max_size=3)
+    lease = pool.acquire()
+    assert repr(pool) == "<KeyPool anthropic 2/3 idle, 0 waiting>"
+    lease.release()
+
+
+def test_after_fork_the_rebuild_happens_once_however_many_threads_call():
+    pool, sessions = make_pool(max_size=2)
+    pool._pid = os.getpid() + 1  # as a forked child sees a pool its parent built
+    barrier = threading.Barrier(16)
+    leases: list[Any] = []
+    lock = threading.Lock()
+
+    def use() -> None:
+        barrier.wait()
+        with pool.acquire(timeout=5.0) as lease:
+            with lock:
+                leases.append(lease.session)
+
+    threads = [threading.Thread(target=use) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(leases) == 16
+    assert len(sessions) == 4  # 2 at start + 2 rebuilt once, not once per thread
+    assert set(map(id, leases)) <= set(map(id, sessions[2:]))
