@@ -33,7 +33,7 @@ from .config import (
     endpoint_name,
     load_config,
 )
-from .errors import LLMConfigError, LLMError, LLMValidationError
+from .errors import LLMClosedError, LLMConfigError, LLMError, LLMValidationError
 from .keys import PooledKey
 from .middleware.base import Middleware
 from .middleware.logging import LoggingMiddleware
@@ -187,7 +187,7 @@ class LLMManager:
 
     def _runtime(self, provider: Union[LLMProvider, str]) -> _EndpointRuntime:
         if self._closed:
-            raise LLMError("the LLM manager is closed")
+            raise LLMClosedError("the LLM manager is closed")
         if not isinstance(provider, str):
             raise LLMValidationError(f"an endpoint name is a string or an LLMProvider, got {type(provider).__name__}")
         runtime = self._runtimes.get(endpoint_name(provider))
@@ -212,7 +212,7 @@ class LLMManager:
             )
         with self._lock:
             if self._closed:
-                raise LLMError("the LLM manager is closed")
+                raise LLMClosedError("the LLM manager is closed")
             client = runtime.clients.get(model)
             if client is None:
                 client = LLMClient(runtime.pipeline, model, runtime.workers)

@@ -228,3 +228,17 @@ def test_a_requeue_never_reaches_the_caller_nor_marks_its_error(mock: responses.
 def test_messages_objects_still_accepted(mock: responses.RequestsMock, manager: LLMManager):
     mock.add(responses.POST, URLS["anthropic"], json=OK["anthropic"])
     assert manager.get_client("anthropic").complete([Message("user", "hi")], timeout=None).content == "hi"
+
+
+def test_calls_after_close_raise_llm_closed_error(mock: responses.RequestsMock):
+    from llm_sync import LLMClosedError
+
+    manager = LLMManager.from_dict({"providers": {"anthropic": {"api_keys": KEYS, "base_url": BASES["anthropic"]}}})
+    client = manager.get_client("anthropic")
+    manager.close()
+    for call in (lambda: client.complete("hi"), lambda: client.stream("hi"), lambda: client.submit("hi"),
+                 lambda: client.complete_batch(["a", "b"]), lambda: manager.get_client("anthropic"),
+                 lambda: manager.get_status("anthropic")):
+        with pytest.raises(LLMClosedError):
+            call()
+    assert not mock.calls

@@ -36,6 +36,7 @@ from ..config import DEFAULT_RETRY_BUDGET
 from ..errors import (
     RETRYABLE_STATUSES,
     LLMError,
+    LLMPoolExhaustedError,
     LLMProviderError,
     LLMQuotaExceededError,
     LLMRateLimitError,
@@ -57,8 +58,8 @@ def backoff(attempt: int, draw: Callable[[], float] = random.random) -> float:
 
 def is_retryable(error: BaseException) -> bool:
     """The status-based decision, overridden by ``x-should-retry``."""
-    if not isinstance(error, LLMError) or isinstance(error, LLMQuotaExceededError):
-        return False
+    if not isinstance(error, LLMError) or isinstance(error, (LLMQuotaExceededError, LLMPoolExhaustedError)):
+        return False  # a local wait already used up, or a bill to pay: sending again changes nothing
     hint = str((getattr(error, "headers", None) or {}).get("x-should-retry", "")).strip().lower()
     if hint in ("true", "false"):
         return hint == "true"

@@ -13,6 +13,7 @@ from llm_sync.call import CallContext, Requeue
 from llm_sync.errors import (
     LLMAuthenticationError,
     LLMConnectionError,
+    LLMPoolExhaustedError,
     LLMProviderError,
     LLMQuotaExceededError,
     LLMRateLimitError,
@@ -72,6 +73,7 @@ def status(code: int, **kwargs: Any) -> LLMProviderError:
     (status(500, headers={"x-should-retry": "false"}), False),
     (status(400, headers={"x-should-retry": "true"}), True),
     (ValueError("a bug"), False),
+    (LLMPoolExhaustedError("no lease"), False),
 ])
 def test_what_is_retried(error: BaseException, retried: bool):
     assert is_retryable(error) is retried
