@@ -328,7 +328,7 @@ class ProviderLimiter:
         the line."""
         key = reservation.key
         try:
-            if delta:
+            if delta and any(delta.values()):
                 self.backend.adjust(key.scope, delta)
             if observations:
                 self.backend.sync(key.scope, observations)
