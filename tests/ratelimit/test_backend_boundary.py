@@ -226,3 +226,30 @@ def test_each_ratelimit_module_imports_on_its_own() -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             cwd=PACKAGE.parent.parent, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_two_limiters_sharing_a_backend_share_the_buckets() -> None:
+    """What a shared (Redis) backend gives two processes: one set of
+    buckets per scope, whoever takes from it; a pause seen by both."""
+    now = [1000.0]
+    waits: list[float] = []
+
+    def wait(cond: threading.Condition, timeout: Optional[float]) -> None:
+        assert timeout is not None
+        waits.append(timeout)
+        now[0] += timeout
+
+    backend = MemoryBackend(lambda: now[0])
+    config = RateLimitConfig(requests_per_minute=60, burst_seconds=10)  # 10 at once, 1/s
+    first, second = (ProviderLimiter([("k0", config)], refunds_output=True, clock=lambda: now[0],
+                                     wait=wait, transit_margin=0.0, backend=backend) for _ in range(2))
+    for limiter in (first, second):
+        limiter.keys[0].answered = True
+    for _ in range(5):
+        first.reserve(Cost(1, 1), None)
+        second.reserve(Cost(1, 1), None)
+    assert waits == []
+    second.reserve(Cost(1, 1), None)
+    assert waits == [pytest.approx(1.0)]
+    first.pause(first.keys[0], 3.0)
+    assert second.paused_for(second.keys[0]) == 3.0
