@@ -4,9 +4,9 @@ The level may go negative when a call turns out to cost more than was
 reserved (its actual usage is charged after the fact); later calls then
 wait until refill pays that debt off.
 
-Not thread-safe by itself: each bucket is owned by one ``KeyLimiter`` and
-only touched under that limiter's lock. Time is passed in (``now``), so the
-maths is tested with plain numbers.
+Not thread-safe by itself: each bucket belongs to one ``ScopeState``, whose
+backend serialises every operation on it. Time is passed in (``now``), so
+the maths is tested with plain numbers.
 """
 
 from __future__ import annotations

@@ -1,24 +1,23 @@
-"""The rate-limit state of one key: its buckets, and what it learns.
+"""What one process knows about one key beyond its buckets.
 
-A :class:`KeyLimiter` holds a key's token buckets and bookkeeping
-(reserved-but-unsent, in flight, pause, calibration of the input estimate)
-and turns the server's rate-limit headers into corrections. It has no lock
-of its own: it is owned by a :class:`~llm_sync.ratelimit.limiter.ProviderLimiter`
-and only touched under that limiter's lock.
+The buckets live in a backend (see ``backends``), shared or not. A
+:class:`KeyLimiter` keeps the per-process part: calls reserved but unsent
+and in flight, whether the key has answered yet (probing), the
+calibration of the input estimate. It also turns the server's headers
+into :class:`~llm_sync.ratelimit.state.Observation` values, because the
+bound they give depends on those local calls. No lock of its own, no
+reference to the limiter that owns it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Protocol
 
 from ..config import RateLimitConfig
-from .bucket import TokenBucket
 from .headers import DIMENSIONS, HeaderLimit
-
-if TYPE_CHECKING:
-    from .limiter import ProviderLimiter
+from .state import CONFIG_FIELDS, Observation, ScopeSnapshot
 
 __all__ = ["Cost", "Reservation", "KeyLimiter", "PROBE_IN_FLIGHT", "TRANSIT_MARGIN", "CALIBRATION_WEIGHT"]
 
@@ -39,15 +38,6 @@ CALIBRATION_RANGE = (0.25, 4.0)
 # of refill. A one-off delay, not a lower rate. (Measured: without it, ~1 in
 # 7 runs of the demo drew a 429 at a bucket's edge under CPU load.)
 TRANSIT_MARGIN = 0.1
-# A learned burst capacity must be this much below the current one to count
-# (reset times are rounded; avoid chasing noise).
-CAPACITY_TOLERANCE = 0.97
-_CONFIG_FIELDS = {
-    "requests": "requests_per_minute",
-    "input_tokens": "input_tokens_per_minute",
-    "output_tokens": "output_tokens_per_minute",
-    "tokens": "tokens_per_minute",
-}
 
 
 @dataclass(frozen=True)
@@ -58,47 +48,55 @@ class Cost:
     output_tokens: int
 
 
+class SendMarker(Protocol):
+    """What a reservation's owner offers its holders (the limiter)."""
+
+    def mark_sent(self, reservation: "Reservation") -> None: ...
+
+
 @dataclass(eq=False)
 class Reservation:
-    """Charges made for one call on one key."""
+    """Charges made for one call on one key. ``limiter`` is the owner, for
+    code that holds only the reservation and must mark it sent."""
 
     key: "KeyLimiter"
-    limiter: "ProviderLimiter"
+    limiter: SendMarker
     amounts: dict[str, float]
     estimate: int
     sent_at: Optional[float] = None
     done: bool = False
 
 
+def config_limits(config: Optional[RateLimitConfig]) -> dict[str, float]:
+    """Configured per-minute limits by dimension (unset ones left out)."""
+    if config is None:
+        return {}
+    return {d: float(getattr(config, name)) for d, name in CONFIG_FIELDS.items() if getattr(config, name)}
+
+
 class KeyLimiter:
-    """The buckets of one key. Only touched under the owner's lock."""
+    """One key's local bookkeeping. Only touched under the owning
+    ProviderLimiter's lock; ``scope`` names its buckets in the backend."""
 
     def __init__(self, index: int, client_id: str, config: Optional[RateLimitConfig], *,
-                 refunds_output: bool, now: float) -> None:
+                 refunds_output: bool, scope: Optional[str] = None) -> None:
         self.index = index
         self.client_id = client_id
+        self.scope = scope or client_id
         self.refunds_output = refunds_output
+        self.configured = config_limits(config)
         self.burst_seconds = config.burst_seconds if config else None
-        self.configured: dict[str, float] = {}
-        self.buckets: dict[str, TokenBucket] = {}
-        for dimension, name in _CONFIG_FIELDS.items():
-            value = getattr(config, name) if config else None
-            if value:
-                self.configured[dimension] = float(value)
-                self.buckets[dimension] = TokenBucket(value, now, self.burst_seconds)
         self.unsent = dict.fromkeys(DIMENSIONS, 0.0)  # reserved, not yet sent
         self.outstanding = dict.fromkeys(DIMENSIONS, 0.0)  # reserved, not yet settled
-        self.paused_until = 0.0
         self.in_flight = 0
         # Until the key's first answer, only PROBE_IN_FLIGHT calls go out:
         # even configured limits may be stricter at the server than stated.
         self.answered = False
         self.calibration = 1.0
         self.last_chosen = -1
-        self.reset_at_wall: Optional[float] = None
 
     def __repr__(self) -> str:
-        return f"<KeyLimiter {self.client_id} {sorted(self.buckets)}>"
+        return f"<KeyLimiter {self.client_id} in_flight={self.in_flight}>"
 
     @property
     def probing(self) -> bool:
@@ -107,6 +105,11 @@ class KeyLimiter:
     @property
     def unsent_calls(self) -> int:
         return int(round(self.unsent["requests"]))
+
+    @property
+    def probe_full(self) -> bool:
+        """Probing, with every probe slot taken: wait for the first answer."""
+        return self.probing and self.in_flight + self.unsent_calls >= PROBE_IN_FLIGHT
 
     def calibrate(self, estimate: int, actual: int) -> None:
         """Move the estimate's scale toward what the provider counted."""
@@ -123,113 +126,64 @@ class KeyLimiter:
             "tokens": estimate + cost.output_tokens,
         }
 
-    def oversize(self, amounts: Mapping[str, float]) -> Optional[str]:
-        """Name the limit ``amounts`` can never fit, or None."""
-        for dimension, bucket in self.buckets.items():
-            limit = bucket.limit  # in force: configured, or lower if the server says so
-            capacity = limit if self.burst_seconds is None else limit / 60.0 * self.burst_seconds
-            if amounts[dimension] > capacity:
-                return f"{dimension.replace('_', ' ')} ({amounts[dimension]:.0f} > {capacity:.0f})"
-        return None
-
-    def wait_time(self, amounts: Mapping[str, float], now: float, margin: float = TRANSIT_MARGIN) -> float:
-        """Seconds until ``amounts`` fit every bucket with ``margin``
-        seconds of refill to spare (see TRANSIT_MARGIN), and no pause."""
-        wait = max(0.0, self.paused_until - now)
-        for dimension, bucket in self.buckets.items():
-            needed = amounts[dimension] + bucket.rate * margin
-            wait = max(wait, bucket.wait_time(needed, now))
-        return wait
-
-    def headroom(self, amounts: Mapping[str, float], now: float) -> float:
-        """Smallest fraction of any bucket left after this call (1 = none)."""
-        fractions = [
-            (bucket.available(now) - amounts[d]) / bucket.capacity
-            for d, bucket in self.buckets.items() if bucket.capacity > 0
-        ]
-        return min(fractions) if fractions else 1.0
-
-    def charge(self, amounts: Mapping[str, float], now: float, *, sign: float = 1.0) -> None:
+    def hold(self, amounts: Mapping[str, float], sign: float = 1.0) -> None:
+        """Count a reservation as unsent and outstanding (``sign=-1``: undo)."""
         for dimension, amount in amounts.items():
-            bucket = self.buckets.get(dimension)
-            if bucket is None:
-                continue
-            if sign > 0:
-                bucket.take(amount, now)
-            else:
-                bucket.give(amount, now)
+            self.unsent[dimension] += sign * amount
+            self.outstanding[dimension] += sign * amount
 
-    def sync(self, reported: Mapping[str, HeaderLimit], reservation: Optional[Reservation], now: float,
-             pending_refund: Optional[Mapping[str, float]] = None,
-             in_flight: Optional[Mapping[str, float]] = None) -> None:
-        """Pull buckets down to what the server says remains, learn limits
-        the config does not give, and learn a smaller burst capacity.
+    def forget_calls(self) -> None:
+        """Nothing reserved or in flight (a forked child)."""
+        self.in_flight = 0
+        self.unsent = dict.fromkeys(DIMENSIONS, 0.0)
+        self.outstanding = dict.fromkeys(DIMENSIONS, 0.0)
+
+    def observations(self, reported: Mapping[str, HeaderLimit], since: float,
+                     pending_refund: Optional[Mapping[str, float]] = None,
+                     in_flight: Optional[Mapping[str, float]] = None) -> dict[str, Observation]:
+        """The headers of one call, as the backend applies them.
 
         ``remaining`` describes the bucket when the server admitted *this*
-        request, somewhere between its send and its answer. Concurrent
-        requests reach the server in any order, so the local level is only
-        pulled down to an upper bound of what the server can have left now:
-        ``remaining`` plus the refill since the send, less what we reserved
-        but have not sent, plus what the server will still refund of this
-        call (Anthropic charges ``max_tokens`` of output until the reply
-        ends). On the key's first answer the bound is exact instead: the
-        other calls out are the few probes, so all of them are subtracted.
+        request, somewhere between its send and its answer (``since``
+        seconds ago). Concurrent requests reach the server in any order, so
+        the bound is an upper one: less what we reserved but have not sent,
+        plus what the server will still refund of this call (Anthropic
+        charges ``max_tokens`` of output until the reply ends). On the key's
+        first answer the bound is exact instead: the other calls out are
+        the few probes, so all of them are subtracted (``in_flight``: this
+        call's amounts, when it is still out yet already in ``remaining``).
         Measured: assuming the server admitted it at the send instead
         pulls buckets 2-3k tokens too low in a 32-thread burst (9 % lost).
-        A bucket above that bound is wrong (a stricter server, another
-        process on the key); one below it is right and left alone.
         """
         first_answer = not self.answered
+        found = {}
         for dimension, header in reported.items():
             if dimension == "tokens" and self.refunds_output and dimension not in self.configured:
                 continue  # Anthropic's combined figure is a summary, not a bucket
-            bucket = self.buckets.get(dimension)
-            if header.limit:
-                configured = self.configured.get(dimension)
-                if bucket is None:
-                    bucket = self.buckets[dimension] = TokenBucket(header.limit, now, self.burst_seconds)
-                elif configured is None and header.limit != bucket.limit:
-                    bucket.set_limit(header.limit, now, self.burst_seconds)
-                elif configured is not None and header.limit < bucket.limit:
-                    bucket.set_limit(header.limit, now, self.burst_seconds)  # never raised by a header
-            if bucket is None or header.remaining is None:
-                continue
-            if header.reset_in is not None and header.limit:
-                learned = header.remaining + bucket.rate * header.reset_in
-                if learned < bucket.capacity * CAPACITY_TOLERANCE:
-                    bucket.set_capacity(learned, now)
-            sent_at = reservation.sent_at if reservation is not None else None
-            since = now - sent_at if sent_at is not None else 0.0
-            # On the key's first answer only the probes are out, so count
-            # every unsettled call: a bucket learned now (or a configured
-            # one the server turns out to be stricter than) starts exact.
             others = self.outstanding[dimension] if first_answer else self.unsent[dimension]
-            if first_answer and in_flight:  # this call is still out, yet already in ``remaining``
+            if first_answer and in_flight:
                 others -= in_flight.get(dimension, 0.0)
-            bound = (
-                min(bucket.capacity, header.remaining + bucket.rate * max(0.0, since))
-                - others
-                + (pending_refund or {}).get(dimension, 0.0)
-            )
-            bucket.lower_to(bound, now)
-        if reported:
-            self.answered = True
+            offset = others - (pending_refund or {}).get(dimension, 0.0)
+            found[dimension] = Observation(header.limit, header.remaining, header.reset_in, since, offset)
+        return found
 
-    def status(self, now: float, wall_now: float) -> Optional[dict[str, Any]]:
-        if not self.buckets:
+    def status(self, snapshot: ScopeSnapshot, wall_now: float) -> Optional[dict[str, Any]]:
+        """The status dict of this key, from its scope's snapshot."""
+        buckets = snapshot.buckets
+        if not buckets:
             return None
-        remaining = {d: max(0, int(b.available(now))) for d, b in self.buckets.items()}
+        remaining = {d: max(0, int(b.level)) for d, b in buckets.items()}
         token_figures = [remaining[d] for d in ("input_tokens", "output_tokens", "tokens") if d in remaining]
-        full_in = max((b.full_at(now) for b in self.buckets.values()), default=0.0)
+        full_in = max((b.full_in for b in buckets.values()), default=0.0)
         return {
             "requests_remaining": remaining.get("requests"),
             "input_tokens_remaining": remaining.get("input_tokens"),
             "output_tokens_remaining": remaining.get("output_tokens"),
             "tokens_remaining": min(token_figures) if token_figures else None,
-            "reset_at": wall_now + max(full_in, self.paused_until - now, 0.0),
-            "limits": {_CONFIG_FIELDS[d]: b.limit for d, b in self.buckets.items()},
-            "burst_capacity": {_CONFIG_FIELDS[d]: round(b.capacity, 1) for d, b in self.buckets.items()},
-            "paused_for": round(max(0.0, self.paused_until - now), 3),
-            "learned": sorted(_CONFIG_FIELDS[d] for d in self.buckets if d not in self.configured),
+            "reset_at": wall_now + max(full_in, snapshot.paused_for, 0.0),
+            "limits": {CONFIG_FIELDS[d]: b.limit for d, b in buckets.items()},
+            "burst_capacity": {CONFIG_FIELDS[d]: round(b.capacity, 1) for d, b in buckets.items()},
+            "paused_for": round(snapshot.paused_for, 3),
+            "learned": sorted(CONFIG_FIELDS[d] for d, b in buckets.items() if not b.configured),
             "calibration": round(self.calibration, 4),
         }

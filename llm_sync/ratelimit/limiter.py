@@ -1,10 +1,14 @@
-"""Per-key rate limits of one provider, and the choice of key by headroom.
+"""The per-process line of callers waiting for rate-limit capacity, and the
+choice of key by headroom.
 
-Threading contract: a :class:`ProviderLimiter` owns every bucket of every
-key of its provider and guards all of them with one lock (``_cond``). The
-lock is held only for arithmetic; waiting callers block on the lock's
-condition (which releases it), first come first served. The clock, wall
-clock and the blocking wait are injectable.
+Threading contract: a :class:`ProviderLimiter` may be used from any thread.
+Its lock (``_cond``) guards only local bookkeeping: the line of waiting
+callers and each key's calls reserved and in flight. Bucket state lives in
+a :class:`~llm_sync.ratelimit.backends.RateLimitBackend`, and every backend
+call is made with the lock released (a backend may do I/O; the lock is
+never held across it). Callers wait on the lock's condition, first come
+first served. The clock, wall clock and the blocking wait are injectable;
+the default backend shares the clock.
 
 Life of a call: ``reserve`` (wait in line; the key that admits it soonest
 is charged 1 request + estimated input + ``max_tokens`` output) →
@@ -17,56 +21,61 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 from ..config import RateLimitConfig
 from ..errors import LLMRateLimitError, LLMValidationError
-from .headers import DIMENSIONS, parse_rate_limit_headers
+from .backends import MemoryBackend, RateLimitBackend
+from .headers import parse_rate_limit_headers
 from .key import PROBE_IN_FLIGHT, TRANSIT_MARGIN, Cost, KeyLimiter, Reservation
+from .state import NO_WAIT, Observation, Quote
 
 __all__ = ["Cost", "Reservation", "KeyLimiter", "ProviderLimiter", "PROBE_IN_FLIGHT", "TRANSIT_MARGIN"]
 
-# Waits shorter than this are float noise in the refill maths: admit now
-# rather than spin on a clock too coarse to move by that much.
-_NO_WAIT = 1e-6
+Clock = Callable[[], float]
+Wait = Callable[[threading.Condition, Optional[float]], Any]
 
 
-def _claim(reservation: "Reservation") -> bool:
-    """Settle, refund and release each end a reservation once: the first
-    claims it. Called under the limiter's lock."""
-    if reservation.done:
-        return False
-    reservation.done = True
-    return True
+class _Plan(NamedTuple):
+    """One candidate key as the line saw it, under the lock."""
+
+    key: KeyLimiter
+    amounts: dict[str, float]
+    probe_full: bool
+    in_flight: int
+    last_chosen: int
 
 
 def _hint(wait: float) -> Optional[float]:
     """A retry_after worth giving: finite and positive, else None."""
     return round(wait, 3) if 0 < wait < math.inf else None
 
-Clock = Callable[[], float]
 
 class ProviderLimiter:
-    """Every key's limiter for one provider, under one lock."""
+    """Every key of one provider: the line, the key choice, the bookkeeping."""
 
     def __init__(self, keys: list[tuple[str, Optional[RateLimitConfig]]], *, refunds_output: bool,
-                 clock: Clock = time.monotonic, wall_clock: Clock = time.time,
-                 wait: Optional[Callable[[threading.Condition, Optional[float]], Any]] = None,
-                 transit_margin: float = TRANSIT_MARGIN) -> None:
+                 clock: Clock = time.monotonic, wall_clock: Clock = time.time, wait: Optional[Wait] = None,
+                 transit_margin: float = TRANSIT_MARGIN, backend: Optional[RateLimitBackend] = None) -> None:
         self.transit_margin = transit_margin
         self.clock = clock
         self.wall_clock = wall_clock
+        self.backend = backend if backend is not None else MemoryBackend(clock)
         self._cond = threading.Condition(threading.Lock())
-        now = clock()
-        self.keys = [KeyLimiter(i, cid, cfg, refunds_output=refunds_output, now=now)
-                     for i, (cid, cfg) in enumerate(keys)]
+        self.keys = [KeyLimiter(i, cid, cfg, refunds_output=refunds_output) for i, (cid, cfg) in enumerate(keys)]
+        for key in self.keys:
+            self.backend.declare(key.scope, key.configured, key.burst_seconds)
         self._sequence = 0
         self._line: list[int] = []  # tickets of callers waiting, first come first
         self._pinned = 0  # callers waiting for one particular key
         self._next_ticket = 0
+        # Bumped (under the lock) whenever capacity may have come free: a
+        # caller that looked at the backend without the lock waits only if
+        # nothing changed meanwhile, so no wake-up is lost.
+        self._version = 0
         # How a waiter blocks: Condition.wait by default; fake clocks in
         # tests advance time here instead.
-        self._wait = wait or (lambda cond, timeout: cond.wait(timeout))
+        self._wait: Wait = wait or (lambda cond, timeout: cond.wait(timeout))
 
     def __repr__(self) -> str:
         return f"<ProviderLimiter {len(self.keys)} keys, {self.waiting} waiting>"
@@ -75,10 +84,15 @@ class ProviderLimiter:
         """In a forked child: a fresh lock, nobody waiting, nothing in flight."""
         self._cond = threading.Condition(threading.Lock())
         self._line.clear()
+        self._pinned = 0
         for key in self.keys:
-            key.in_flight = 0
-            key.unsent = dict.fromkeys(DIMENSIONS, 0.0)
-            key.outstanding = dict.fromkeys(DIMENSIONS, 0.0)
+            key.forget_calls()
+        self.backend.after_fork()
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting for rate-limit capacity."""
+        return len(self._line) + self._pinned
 
     # --- admission ------------------------------------------------------
     def reserve(self, cost: Cost, deadline: Optional[float], only: Optional[KeyLimiter] = None) -> Reservation:
@@ -87,103 +101,123 @@ class ProviderLimiter:
         Callers are served strictly first come, first served: only the head
         of the line is admitted, on the key that fits it soonest, and it
         re-evaluates whenever a bucket changes (a settlement, a refund, a
-        header sync) or its computed wait runs out. Raises
-        LLMValidationError when no key could ever admit the call, and
-        LLMRateLimitError (with ``retry_after``) when it would not be
-        admitted before ``deadline``.
+        header sync) or its computed wait runs out. A caller bound to one
+        key (``only``: a retry on the key it is on) waits for that key
+        alone, outside the line: it must not hold up calls that could use
+        other keys. Raises LLMValidationError when no key could ever admit
+        the call, and LLMRateLimitError (with ``retry_after``) when it
+        would not be admitted before ``deadline``.
         """
-        if only is not None:
-            return self._reserve_on(only, cost, deadline)
-        candidates = self.keys
+        candidates = self.keys if only is None else [only]
         with self._cond:
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            self._line.append(ticket)
-            try:
-                while True:
-                    now = self.clock()
-                    wait, choice = self._soonest(cost, candidates, now)
-                    if self._line[0] == ticket and choice is not None and wait <= _NO_WAIT:
-                        return self._charge(choice, cost, now)
-                    remaining = math.inf if deadline is None else deadline - now
-                    if choice is not None and wait > remaining:
-                        raise LLMRateLimitError(
-                            f"rate limit: no key can admit this call before its deadline "
-                            f"(soonest: {choice.client_id} in {wait:.2f}s)",
-                            retry_after=round(wait, 3),
-                        )
-                    if remaining <= 0:
-                        raise LLMRateLimitError("rate limit: the deadline passed while waiting in line",
-                                                retry_after=_hint(wait))
-                    timeout = remaining
-                    if self._line[0] == ticket and choice is not None:
-                        timeout = min(timeout, wait)
-                    self._wait(self._cond, None if math.isinf(timeout) else timeout)
-            finally:
-                self._line.remove(ticket)
-                self._cond.notify_all()
+            ticket: Optional[int] = None
+            if only is None:
+                ticket = self._next_ticket
+                self._next_ticket += 1
+                self._line.append(ticket)
+            else:
+                self._pinned += 1
+        try:
+            return self._admit(cost, deadline, candidates, ticket)
+        finally:
+            with self._cond:
+                if ticket is None:
+                    self._pinned -= 1
+                else:
+                    self._line.remove(ticket)
+                self._changed()
 
-    def _reserve_on(self, key: KeyLimiter, cost: Cost, deadline: Optional[float]) -> Reservation:
-        """A caller bound to one key (a retry on the key it is on) waits for
-        that key alone, outside the shared line: it must not hold up calls
-        that could use other keys."""
-        with self._cond:
-            self._pinned += 1
-            try:
-                while True:
-                    now = self.clock()
-                    wait, choice = self._soonest(cost, [key], now)
-                    if choice is not None and wait <= _NO_WAIT:
-                        return self._charge(choice, cost, now)
-                    remaining = math.inf if deadline is None else deadline - now
-                    if wait > remaining or remaining <= 0:
-                        raise LLMRateLimitError(
-                            f"rate limit: {key.client_id} cannot admit this call before its deadline",
-                            retry_after=_hint(wait))
-                    timeout = min(wait, remaining)
+    def _admit(self, cost: Cost, deadline: Optional[float], candidates: list[KeyLimiter],
+               ticket: Optional[int]) -> Reservation:
+        while True:
+            with self._cond:
+                now, version = self.clock(), self._version
+                first = ticket is None or self._line[0] == ticket
+                plans = [_Plan(key, key.amounts(cost), key.probe_full, key.in_flight, key.last_chosen)
+                         for key in candidates]
+            # Without the lock: the backend may do I/O.
+            quotes = self.backend.quote_many([(p.key.scope, p.amounts) for p in plans], self.transit_margin)
+            best = self._best(plans, quotes)
+            wait = math.inf if best is None else quotes[best].wait
+            if first and best is not None and wait <= NO_WAIT:
+                outcome = self._take(plans[best].key, plans[best].amounts, cost)
+                if isinstance(outcome, Reservation):
+                    return outcome
+                if outcome is None:
+                    continue  # its probe slots went meanwhile: choose again
+                wait = outcome.wait
+            remaining = math.inf if deadline is None else deadline - now
+            if ticket is None and (wait > remaining or remaining <= 0):
+                raise LLMRateLimitError(
+                    f"rate limit: {candidates[0].client_id} cannot admit this call before its deadline",
+                    retry_after=_hint(wait))
+            if best is not None and wait > remaining:
+                raise LLMRateLimitError(
+                    f"rate limit: no key can admit this call before its deadline "
+                    f"(soonest: {plans[best].key.client_id} in {wait:.2f}s)",
+                    retry_after=round(wait, 3),
+                )
+            if remaining <= 0:
+                raise LLMRateLimitError("rate limit: the deadline passed while waiting in line",
+                                        retry_after=_hint(wait))
+            timeout = min(remaining, wait) if first and best is not None else remaining
+            with self._cond:
+                if self._version == version:
                     self._wait(self._cond, None if math.isinf(timeout) else timeout)
-            finally:
-                self._pinned -= 1
 
-    def _soonest(self, cost: Cost, candidates: list[KeyLimiter],
-                 now: float) -> tuple[float, Optional[KeyLimiter]]:
-        """The key that admits ``cost`` soonest: (seconds, key). Ties go to
-        the key with most headroom left, so traffic spreads in proportion to
-        each key's limits. (inf, None) when every usable key is probing."""
-        best: Optional[tuple[tuple[float, float, int, int], KeyLimiter]] = None
+    @staticmethod
+    def _best(plans: Sequence[_Plan],
+              quotes: Sequence[Quote]) -> Optional[int]:
+        """Which plan's key admits soonest. Ties go to the key with most
+        headroom left, so traffic spreads in proportion to each key's
+        limits. None when every usable key is probing."""
+        best: Optional[tuple[tuple[float, float, int, int], int]] = None
         reasons = []
-        for key in candidates:
-            amounts = key.amounts(cost)
-            reason = key.oversize(amounts)
-            if reason:
-                reasons.append(f"{key.client_id}: {reason}")
+        for index, (plan, quote) in enumerate(zip(plans, quotes)):
+            if quote.oversize:
+                reasons.append(f"{plan.key.client_id}: {quote.oversize}")
                 continue
-            if key.probing and key.in_flight + key.unsent_calls >= PROBE_IN_FLIGHT:
+            if plan.probe_full:
                 continue  # wait for its first answer
-            rank = (key.wait_time(amounts, now, self.transit_margin), -key.headroom(amounts, now),
-                    key.in_flight, key.last_chosen)
+            rank = (quote.wait, -quote.headroom, plan.in_flight, plan.last_chosen)
             if best is None or rank < best[0]:
-                best = (rank, key)
-        if len(reasons) == len(candidates):
+                best = (rank, index)
+        if len(reasons) == len(plans):
             raise LLMValidationError(
                 "the request is larger than a whole rate-limit bucket and can never be sent: " + "; ".join(reasons)
             )
-        return (math.inf, None) if best is None else (best[0][0], best[1])
+        return None if best is None else best[1]
 
-    def _charge(self, key: KeyLimiter, cost: Cost, now: float) -> Reservation:
-        amounts = key.amounts(cost)
-        key.charge(amounts, now)
-        for dimension, amount in amounts.items():
-            key.unsent[dimension] += amount
-            key.outstanding[dimension] += amount
-        self._sequence += 1
-        key.last_chosen = self._sequence
-        return Reservation(key, self, amounts, cost.input_tokens)
+    def _take(self, key: KeyLimiter, amounts: dict[str, float], cost: Cost) -> Optional[Reservation | Quote]:
+        """Charge ``key`` in the backend: a reservation; or the backend's
+        quote when the capacity went meanwhile; or None when the key's
+        probe slots did (a caller pinned to it). The call counts as unsent
+        from before the backend takes it, so no probe slot and no header
+        sync misses it."""
+        with self._cond:
+            if key.probe_full:
+                return None
+            key.hold(amounts)
+        try:
+            quote = self.backend.acquire(key.scope, amounts, self.transit_margin)
+        except BaseException:
+            with self._cond:
+                key.hold(amounts, sign=-1.0)
+                self._changed()
+            raise
+        with self._cond:
+            if not quote.granted:
+                key.hold(amounts, sign=-1.0)
+                self._changed()
+                return quote
+            self._sequence += 1
+            key.last_chosen = self._sequence
+            return Reservation(key, self, amounts, cost.input_tokens)
 
-    @property
-    def waiting(self) -> int:
-        """Callers waiting for rate-limit capacity."""
-        return len(self._line) + self._pinned
+    def _changed(self) -> None:
+        """Capacity may have come free: wake the line. Under the lock."""
+        self._version += 1
+        self._cond.notify_all()
 
     # --- settlement -----------------------------------------------------
     def mark_sent(self, reservation: Reservation) -> None:
@@ -201,9 +235,9 @@ class ProviderLimiter:
                headers: Optional[Mapping[str, str]] = None) -> None:
         """Correct the charges to the actual usage; sync from headers."""
         with self._cond:
-            if not _claim(reservation):
+            if not self._claim(reservation):
                 return
-            key, now = reservation.key, self.clock()
+            key = reservation.key
             actual = dict(reservation.amounts)
             if input_tokens is not None:
                 actual["input_tokens"] = float(input_tokens)
@@ -213,12 +247,11 @@ class ProviderLimiter:
             charged_output = actual["output_tokens"] if key.refunds_output else reservation.amounts["output_tokens"]
             actual["tokens"] = actual["input_tokens"] + charged_output
             delta = {d: actual[d] - reservation.amounts[d] for d in actual}
-            key.charge({d: v for d, v in delta.items() if v > 0}, now)
-            key.charge({d: -v for d, v in delta.items() if v < 0}, now, sign=-1.0)
             # The server counted max_tokens of output when it admitted the
             # call; its headers may predate the refund we just applied.
             pending = {"output_tokens": reservation.amounts["output_tokens"] - actual["output_tokens"]}
-            self._finish(reservation, headers, now, pending)
+            observations, ends_probing = self._finish(reservation, headers, pending)
+        self._apply(reservation, delta, observations, ends_probing)
 
     def observe(self, reservation: Reservation, headers: Mapping[str, str]) -> None:
         """A stream's headers, read when it opens: its key has answered, and
@@ -226,64 +259,99 @@ class ProviderLimiter:
         with self._cond:
             if reservation.done:
                 return
-            key = reservation.key
-            key.sync(parse_rate_limit_headers(headers, self.wall_clock()), reservation, self.clock(),
-                     in_flight=reservation.amounts)
-            key.answered = True
-            self._cond.notify_all()
+            observations, _ = self._observations(reservation, headers, in_flight=reservation.amounts)
+        self._apply(reservation, None, observations, True)
 
     def refund(self, reservation: Reservation, headers: Optional[Mapping[str, str]] = None, *,
                keep_request: bool = False, answered: bool = True) -> None:
         """Give the charges back: the server never saw the call, or refused
         it without counting its tokens (``keep_request``: it did count it)."""
         with self._cond:
-            if not _claim(reservation):
+            if not self._claim(reservation):
                 return
-            key, now = reservation.key, self.clock()
-            amounts = dict(reservation.amounts)
+            key = reservation.key
+            back = {d: -amount for d, amount in reservation.amounts.items()}
             if keep_request:
-                amounts.pop("requests")
-            key.charge(amounts, now, sign=-1.0)
+                back.pop("requests")
             if reservation.sent_at is None:
                 for dimension, amount in reservation.amounts.items():
                     key.unsent[dimension] -= amount
-            self._finish(reservation, headers, now, answered=answered)
+            observations, ends_probing = self._finish(reservation, headers, answered=answered)
+        self._apply(reservation, back, observations, ends_probing)
 
     def release(self, reservation: Reservation, headers: Optional[Mapping[str, str]] = None) -> None:
         """The call ended without usage figures: keep the charges as made."""
         with self._cond:
-            if _claim(reservation):
-                self._finish(reservation, headers, self.clock())
+            if not self._claim(reservation):
+                return
+            observations, ends_probing = self._finish(reservation, headers)
+        self._apply(reservation, None, observations, ends_probing)
 
-    def _finish(self, reservation: Reservation, headers: Optional[Mapping[str, str]], now: float,
-                pending_refund: Optional[Mapping[str, float]] = None, answered: bool = True) -> None:
-        """Common end of a reservation. ``answered``: the server did answer
-        (False for a call that never reached it: the key is still unknown)."""
+    @staticmethod
+    def _claim(reservation: Reservation) -> bool:
+        """Settle, refund and release each end a reservation once: the
+        first claims it. Under the lock."""
+        if reservation.done:
+            return False
+        reservation.done = True
+        return True
+
+    def _finish(self, reservation: Reservation, headers: Optional[Mapping[str, str]],
+                pending_refund: Optional[Mapping[str, float]] = None,
+                answered: bool = True) -> tuple[dict[str, Observation], bool]:
+        """Common local end of a reservation, under the lock: what to sync,
+        and whether the key has now answered (``answered=False``: the call
+        never reached the server, so the key is still unknown)."""
         key = reservation.key
         for dimension, amount in reservation.amounts.items():
             key.outstanding[dimension] -= amount
-        if reservation.sent_at is not None:
+        sent = reservation.sent_at is not None
+        if sent:
             key.in_flight -= 1
-        if headers:
-            key.sync(parse_rate_limit_headers(headers, self.wall_clock()), reservation, now, pending_refund)
-            if reservation.sent_at is not None and answered:
-                key.answered = True
-        elif answered and reservation.sent_at is not None and key.probing:
-            key.answered = True  # a server without rate-limit headers: nothing to learn
-        self._cond.notify_all()
+        observations, reported = self._observations(reservation, headers, pending_refund) if headers else ({}, False)
+        # Rate-limit headers end probing (the key is known now); so does a
+        # call the server answered, with headers or without.
+        return observations, reported or (sent and answered)
+
+    def _observations(self, reservation: Reservation, headers: Mapping[str, str],
+                      pending_refund: Optional[Mapping[str, float]] = None,
+                      in_flight: Optional[Mapping[str, float]] = None) -> tuple[dict[str, Observation], bool]:
+        """What the headers say, ready for the backend; and whether they
+        described any limit at all (an answer, even if nothing to sync)."""
+        reported = parse_rate_limit_headers(headers, self.wall_clock())
+        since = self.clock() - reservation.sent_at if reservation.sent_at is not None else 0.0
+        return reservation.key.observations(reported, since, pending_refund, in_flight), bool(reported)
+
+    def _apply(self, reservation: Reservation, delta: Optional[Mapping[str, float]],
+               observations: Mapping[str, Observation], ends_probing: bool) -> None:
+        """The backend half of a settlement, without the lock; then wake
+        the line."""
+        key = reservation.key
+        try:
+            if delta and any(delta.values()):
+                self.backend.adjust(key.scope, delta)
+            if observations:
+                self.backend.sync(key.scope, observations)
+        finally:
+            with self._cond:
+                if ends_probing:
+                    key.answered = True
+                self._changed()
 
     def pause(self, key: KeyLimiter, seconds: float) -> None:
         """Hold the whole key for ``seconds`` (after a rate-limit 429)."""
-        with self._cond:
-            key.paused_until = max(key.paused_until, self.clock() + max(0.0, seconds))
-            self._cond.notify_all()
+        try:
+            self.backend.pause(key.scope, seconds)
+        finally:
+            with self._cond:
+                self._changed()
 
     # --- status ---------------------------------------------------------
     def paused_for(self, key: KeyLimiter) -> float:
         """Seconds the key stays paused after a 429 (0 when serving)."""
-        with self._cond:
-            return round(max(0.0, key.paused_until - self.clock()), 3)
+        return round(self.backend.snapshot(key.scope).paused_for, 3)
 
     def status(self, key: KeyLimiter) -> Optional[dict[str, Any]]:
+        snapshot = self.backend.snapshot(key.scope)
         with self._cond:
-            return key.status(self.clock(), self.wall_clock())
+            return key.status(snapshot, self.wall_clock())

@@ -63,8 +63,12 @@ class Harness:
     def key(self, index: int = 0):
         return self.limiter.keys[index]
 
+    def buckets(self, index: int = 0):
+        """The key's buckets as its backend holds them now."""
+        return self.limiter.backend.snapshot(self.key(index).scope).buckets
+
     def level(self, dimension: str, index: int = 0) -> float:
-        return self.key(index).buckets[dimension].available(self.clock())
+        return self.buckets(index)[dimension].level
 
     def reserve(self, input_tokens: int, output_tokens: int = 1, deadline: Optional[float] = None, only=None):
         return self.limiter.reserve(Cost(input_tokens, output_tokens), deadline, only=only)
@@ -98,7 +102,7 @@ def test_reserve_charges_request_estimate_and_max_tokens():
     assert h.level("requests") == 59
     assert h.level("input_tokens") == 5900
     assert h.level("output_tokens") == 2950
-    assert "tokens" not in h.key().buckets  # not configured
+    assert "tokens" not in h.buckets()  # not configured
     assert h.waits == []
     assert h.key().unsent["requests"] == 1 and h.key().unsent_calls == 1
 
@@ -146,8 +150,8 @@ def test_settle_can_charge_into_debt():
     h = Harness([cfg(input_tokens_per_minute=600)])  # 10/s
     h.call(100, 1, actual_in=700)
     assert h.level("input_tokens") == pytest.approx(-100)
-    assert h.key().wait_time({"requests": 1, "input_tokens": 1, "output_tokens": 1, "tokens": 2},
-                             h.clock(), margin=0.0) == pytest.approx(10.1)
+    assert h.limiter.backend.quote(h.key().scope, {"requests": 1, "input_tokens": 1, "output_tokens": 1,
+                                                   "tokens": 2}, margin=0.0).wait == pytest.approx(10.1)
 
 
 def test_openai_settle_keeps_max_tokens_in_the_combined_bucket():
@@ -363,7 +367,7 @@ def test_oversize_uses_a_limit_lowered_by_headers():
         "anthropic-ratelimit-input-tokens-limit": "300",
         "anthropic-ratelimit-input-tokens-remaining": "290",
     })
-    assert h.key().buckets["input_tokens"].capacity == 300
+    assert h.buckets()["input_tokens"].capacity == 300
     with pytest.raises(LLMValidationError):
         h.reserve(400)
 
@@ -571,7 +575,7 @@ def test_headers_of_a_429_refund_sync_too():
 def test_a_configured_limit_is_never_raised_by_headers():
     h = Harness([cfg(requests_per_minute=60)])
     h.call(1, 1, 1, 1, anthropic_headers("requests", 120, 119))
-    bucket = h.key().buckets["requests"]
+    bucket = h.buckets()["requests"]
     assert bucket.limit == 60 and bucket.capacity == 60
     assert h.limiter.status(h.key())["limits"] == {"requests_per_minute": 60.0}
 
@@ -579,7 +583,7 @@ def test_a_configured_limit_is_never_raised_by_headers():
 def test_a_configured_limit_may_be_lowered_by_headers():
     h = Harness([cfg(requests_per_minute=60)])
     h.call(1, 1, 1, 1, anthropic_headers("requests", 30, 29))
-    bucket = h.key().buckets["requests"]
+    bucket = h.buckets()["requests"]
     assert bucket.limit == 30 and bucket.capacity == 30
     assert bucket.rate == pytest.approx(0.5)
     assert h.level("requests") <= 29
@@ -591,8 +595,8 @@ def test_unconfigured_limits_are_learned_from_limit_headers():
                **anthropic_headers("output-tokens", 8000, 7990)}
     h.call(100, 50, 100, 10, headers)
     key = h.key()
-    assert key.buckets["input_tokens"].limit == 40_000
-    assert key.buckets["output_tokens"].limit == 8000
+    assert h.buckets()["input_tokens"].limit == 40_000
+    assert h.buckets()["output_tokens"].limit == 8000
     assert h.level("input_tokens") == pytest.approx(39_000)
     status = h.limiter.status(key)
     assert status["limits"] == {"requests_per_minute": 60.0, "input_tokens_per_minute": 40_000.0,
@@ -603,24 +607,24 @@ def test_unconfigured_limits_are_learned_from_limit_headers():
 def test_a_learned_limit_follows_later_headers_both_ways():
     h = Harness([None])
     h.call(1, 1, 1, 1, anthropic_headers("requests", 100, 99))
-    assert h.key().buckets["requests"].limit == 100
+    assert h.buckets()["requests"].limit == 100
     h.call(1, 1, 1, 1, anthropic_headers("requests", 200, 199))
-    assert h.key().buckets["requests"].limit == 200
+    assert h.buckets()["requests"].limit == 200
     h.call(1, 1, 1, 1, anthropic_headers("requests", 50, 40))
-    assert h.key().buckets["requests"].limit == 50
+    assert h.buckets()["requests"].limit == 50
 
 
 def test_a_remaining_header_without_a_limit_teaches_nothing():
     h = Harness([None])
     h.call(1, 1, 1, 1, anthropic_headers("requests", None, 5))
-    assert h.key().buckets == {}
+    assert h.buckets() == {}
     assert h.limiter.status(h.key()) is None
 
 
 def test_anthropic_combined_tokens_header_is_a_summary_not_a_bucket():
     h = Harness([None], refunds_output=True)
     h.call(1, 1, 1, 1, anthropic_headers("tokens", 8000, 7000))
-    assert "tokens" not in h.key().buckets
+    assert "tokens" not in h.buckets()
 
 
 def test_openai_headers_teach_requests_and_tokens():
@@ -632,8 +636,8 @@ def test_openai_headers_teach_requests_and_tokens():
         "x-ratelimit-reset-tokens": "300ms",
     })
     key = h.key()
-    assert key.buckets["requests"].limit == 500
-    assert key.buckets["tokens"].limit == 30_000
+    assert h.buckets()["requests"].limit == 500
+    assert h.buckets()["tokens"].limit == 30_000
     assert h.level("tokens") == pytest.approx(29_850)
     assert h.limiter.status(key)["limits"] == {"requests_per_minute": 500.0, "tokens_per_minute": 30_000.0}
 
@@ -642,7 +646,7 @@ def test_a_smaller_burst_capacity_is_learned_from_reset():
     h = Harness([cfg(requests_per_minute=60)])  # capacity 60, 1/s
     # the server: 5 left, full again in 5 s → it holds only 10
     h.call(1, 1, 1, 1, anthropic_headers("requests", 60, 5, iso(WALL0 + 5)))
-    bucket = h.key().buckets["requests"]
+    bucket = h.buckets()["requests"]
     assert bucket.capacity == pytest.approx(10.0)
     assert bucket.limit == 60  # the rate is unchanged
     assert h.level("requests") == pytest.approx(5.0)
@@ -654,14 +658,14 @@ def test_a_smaller_burst_capacity_is_learned_from_reset():
 def test_capacity_from_reset_ignores_small_differences():
     h = Harness([cfg(requests_per_minute=60)])
     h.call(1, 1, 1, 1, anthropic_headers("requests", 60, 50, iso(WALL0 + 9)))  # 59 ≥ 97 % of 60
-    assert h.key().buckets["requests"].capacity == 60
+    assert h.buckets()["requests"].capacity == 60
 
 
 def test_capacity_from_openai_reset_duration():
     h = Harness([cfg(requests_per_minute=600)], refunds_output=False)  # 10/s
     h.call(1, 1, 1, 1, {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "15",
                         "x-ratelimit-reset-requests": "1.5s"})
-    assert h.key().buckets["requests"].capacity == pytest.approx(30.0)
+    assert h.buckets()["requests"].capacity == pytest.approx(30.0)
 
 
 # --- status ------------------------------------------------------------------------------
@@ -783,7 +787,7 @@ def test_a_small_later_caller_does_not_jump_the_line():
     th.start("small", Cost(10, 1))  # would fit now, but is second in line
     time.sleep(0.05)
     assert th.admitted == []
-    assert th.key.buckets["input_tokens"].available(th.clock()) == pytest.approx(50)
+    assert th.limiter.backend.snapshot("k0").buckets["input_tokens"].level == pytest.approx(50)
     th.step(5.0)
     _until(lambda: th.count() == 1, "the big caller")
     time.sleep(0.02)
