@@ -55,8 +55,7 @@ def _settled(manager: LLMManager, provider: str) -> None:
 
 def _levels(manager: LLMManager, provider: str) -> list[dict[str, float]]:
     limiter = manager.pool(provider).limiter
-    now = limiter.clock()
-    return [{d: b.available(now) for d, b in key.buckets.items()} for key in limiter.keys]
+    return [{d: v.level for d, v in limiter.backend.snapshot(key.scope).buckets.items()} for key in limiter.keys]
 
 
 # --- extras on the wire -------------------------------------------------
