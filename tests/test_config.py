@@ -529,6 +529,6 @@ def test_readme_config_examples_validate():
     blocks = re.findall(r"```yaml\n(.*?)```", readme.read_text(encoding="utf-8"), flags=re.S)
     blocks = [b for b in blocks if re.search(r"(?m)^providers:", b)]
     assert blocks, "README has a providers: example"
-    env = {"ANTHROPIC_API_KEY": KEY0, "OPENAI_API_KEY": KEY1}
+    env = {"ANTHROPIC_API_KEY": KEY0, "OPENAI_API_KEY": KEY1, "GEMINI_API_KEY": KEY1 + "-g"}
     for block in blocks:
         assert load_config(yaml.safe_load(block), env=env).providers
