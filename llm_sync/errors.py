@@ -229,8 +229,6 @@ class LLMRateLimitError(LLMProviderError):
     when a server answered 429 — also when the retry middleware gives up
     because the server's ``retry-after`` exceeds the call's budget (then
     ``status_code`` is the server's)."""
-    requeued: bool = False  # internal; to be removed by the pipeline
-    key_paused: bool = False  # internal; to be removed by the pipeline
 
     @classmethod
     def local_limit(cls, message: str, retry_after: Optional[float] = None, *,

@@ -217,7 +217,8 @@ def test_a_requeue_never_reaches_the_caller_nor_marks_its_error(mock: responses.
         manager.get_client("anthropic").complete("hi", max_retries=1)
     assert len(mock.calls) == 2  # first send + one requeue, then the budget is spent
     assert not isinstance(caught.value, Requeue)
-    assert "requeued" not in vars(caught.value)
+    assert not hasattr(caught.value, "requeued")
+    assert caught.value.local is False and caught.value.status_code == 429  # the server said so
     # user middleware sees the requeued 429 only as the end of its pass
     # when the requeue passes through it: process_error is for calls that end.
     assert all(isinstance(e, LLMRateLimitError) for e in seen)
@@ -241,3 +242,17 @@ def test_calls_after_close_raise_llm_closed_error(mock: responses.RequestsMock):
         with pytest.raises(LLMClosedError):
             call()
     assert not mock.calls
+
+
+def test_a_limit_enforced_locally_is_told_from_a_server_429(mock: responses.RequestsMock):
+    tight = {"requests_per_minute": 1}
+    with LLMManager.from_dict({"providers": {"anthropic": {"api_keys": KEYS[:1], "base_url": BASES["anthropic"],
+                                                           "rate_limits": tight}}}) as manager:
+        mock.add(responses.POST, URLS["anthropic"], json=OK["anthropic"])
+        client = manager.get_client("anthropic")
+        client.complete("hi")
+        with pytest.raises(LLMRateLimitError) as caught:
+            client.complete("hi", timeout=0.5)  # the next request fits in ~60 s, not 0.5 s
+    assert caught.value.local is True and caught.value.status_code is None
+    assert caught.value.retry_after is not None and caught.value.retry_after > 0.5
+    assert len(mock.calls) == 1  # refused before sending

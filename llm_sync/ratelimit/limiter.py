@@ -148,18 +148,18 @@ class ProviderLimiter:
                 wait = outcome.wait
             remaining = math.inf if deadline is None else deadline - now
             if ticket is None and (wait > remaining or remaining <= 0):
-                raise LLMRateLimitError(
+                raise LLMRateLimitError.local_limit(
                     f"rate limit: {candidates[0].client_id} cannot admit this call before its deadline",
                     retry_after=_hint(wait))
             if best is not None and wait > remaining:
-                raise LLMRateLimitError(
+                raise LLMRateLimitError.local_limit(
                     f"rate limit: no key can admit this call before its deadline "
                     f"(soonest: {plans[best].key.client_id} in {wait:.2f}s)",
                     retry_after=round(wait, 3),
                 )
             if remaining <= 0:
-                raise LLMRateLimitError("rate limit: the deadline passed while waiting in line",
-                                        retry_after=_hint(wait))
+                raise LLMRateLimitError.local_limit("rate limit: the deadline passed while waiting in line",
+                                                    retry_after=_hint(wait))
             timeout = min(remaining, wait) if first and best is not None else remaining
             with self._cond:
                 if self._version == version:
