@@ -13,7 +13,7 @@ from .limits import Admission, KeyLimiter, whole_seconds
 from .replies import Completion, complete, count_input_tokens, count_tokens, split_chunks
 
 if TYPE_CHECKING:
-    from .handler import Exchange
+    from .exchange import Exchange
 
 __all__ = ["count_tokens_endpoint", "messages", "models", "sample_body", "validate"]
 

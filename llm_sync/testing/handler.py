@@ -1,10 +1,9 @@
-"""HTTP plumbing of the simulator: server, request handler and one-shot answers.
+"""HTTP plumbing of the simulator: server, request handler and routing.
 
 Clients are judged on connection handling too, so the server speaks HTTP/1.1
 with keep-alive: every plain body has a Content-Length and streams use chunked
-transfer encoding, leaving the connection reusable.  Every answer is recorded
-before its first byte is written, so a test that has its response can already
-see the recording.
+transfer encoding, leaving the connection reusable.  Each request becomes an
+:class:`~.exchange.Exchange`, routed to the endpoint simulations.
 """
 
 from __future__ import annotations
@@ -14,24 +13,17 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import anthropic_api, openai_api
-from .error_bodies import DEFAULT, anthropic_error, anthropic_quota_error, openai_error
-from .error_bodies import openai_quota_error
+from .error_bodies import anthropic_quota_error, openai_quota_error
+from .exchange import Exchange
 from .faults import Fault, FaultKind
-from .recording import RecordedRequest
-
-if TYPE_CHECKING:
-    from .simulator import Simulator
+from .protocols import SimulatorState
 
 __all__ = ["Exchange", "SimHandler", "SimServer"]
-
-_SECRET_HEADERS = frozenset({"x-api-key", "authorization", "api-key"})
-_OPENAI_PREFIXES = ("/v1/chat/", "/v1/completions", "/v1/embeddings", "/v1/responses")
-_REDACTED = "***"
 
 
 class SimServer(ThreadingHTTPServer):
@@ -43,10 +35,10 @@ class SimServer(ThreadingHTTPServer):
     # connect at once, and each drop costs the client a 1 s retransmit.
     request_queue_size = 1024
 
-    def __init__(self, address: tuple[str, int], simulator: Simulator) -> None:
+    def __init__(self, address: tuple[str, int], simulator: SimulatorState) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        self.simulator = simulator
+        self.simulator: SimulatorState = simulator
         self.accepted = 0
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
@@ -79,160 +71,6 @@ class SimServer(ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], OSError):
             return
         super().handle_error(request, client_address)
-
-
-class Exchange:
-    """One request in flight, with helpers that answer it exactly once."""
-
-    def __init__(
-        self,
-        handler: SimHandler,
-        method: str,
-        path: str,
-        raw: bytes,
-        sent_path: str | None = None,
-    ) -> None:
-        self.handler = handler
-        self.sim: Simulator = handler.server.simulator
-        self.method = method
-        self.path = path
-        """The route (``/v1/...``) whatever the simulator's ``path_prefix``."""
-        self.sent_path = sent_path or path
-        """The path as the client sent it (without the query string)."""
-        self.raw = raw
-        self.headers: dict[str, str] = {k.lower(): v for k, v in handler.headers.items()}
-        self.body: Any = None
-        self.body_ok = True
-        if raw:
-            try:
-                self.body = json.loads(raw)
-            except ValueError:
-                self.body_ok = False
-        self.family = _family(path, self.headers)
-        if self.sent_path != path and self.family != "openai":
-            self.family = _family(self.sent_path, self.headers)  # a path outside the prefix
-        self.key_index = self._resolve_key()
-        self.number = self.sim._next_number()
-        self.answered = False
-
-    @property
-    def request_id(self) -> str:
-        return f"req_sim_{self.number}"
-
-    def _resolve_key(self) -> int | None:
-        if self.family == "openai":
-            scheme, _, value = self.headers.get("authorization", "").partition(" ")
-            presented = value.strip() if scheme.lower() == "bearer" else ""
-        else:
-            presented = self.headers.get("x-api-key", "")
-        keys = self.sim.keys
-        return keys.index(presented) if presented in keys else None
-
-    def _redacted_headers(self) -> dict[str, str]:
-        redacted: dict[str, str] = {}
-        for name, value in self.headers.items():
-            if name in _SECRET_HEADERS:
-                value = _REDACTED
-            else:
-                for key in self.sim.keys:
-                    if key and key in value:
-                        value = value.replace(key, _REDACTED)
-            redacted[name] = value
-        return redacted
-
-    def _record(self, status: int | None) -> None:
-        if self.answered:
-            raise RuntimeError("request answered twice")
-        self.answered = True
-        self.sim._record(
-            RecordedRequest(
-                self.sent_path, self.key_index, self._redacted_headers(), self.body, status, self.method
-            )
-        )
-
-    def _send_head(self, status: int, headers: Mapping[str, str]) -> None:
-        handler = self.handler
-        handler.send_response(status)
-        id_header = "x-request-id" if self.family == "openai" else "request-id"
-        handler.send_header(id_header, self.request_id)
-        for name, value in headers.items():
-            handler.send_header(name, value)
-        handler.end_headers()
-
-    def send_bytes(
-        self,
-        status: int,
-        payload: bytes,
-        headers: Mapping[str, str] | None = None,
-        content_type: str = "application/json",
-    ) -> None:
-        """Answer with a fixed-length body, keeping the connection open."""
-        self._record(status)
-        all_headers = {"content-type": content_type, "content-length": str(len(payload))}
-        all_headers.update(headers or {})
-        self._send_head(status, all_headers)
-        if payload:
-            self.handler.wfile.write(payload)
-
-    def send_json(
-        self, status: int, payload: Any, headers: Mapping[str, str] | None = None
-    ) -> None:
-        """Answer with a JSON document (or raw bytes passed through)."""
-        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.send_bytes(status, data, headers)
-
-    def send_error(
-        self,
-        status: int,
-        message: str | None = None,
-        *,
-        error_type: str | None = None,
-        code: Any = DEFAULT,
-        param: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        """Answer with the family's error shape for ``status``."""
-        if self.family == "openai":
-            body = openai_error(status, message, error_type=error_type, code=code, param=param)
-        else:
-            body = anthropic_error(
-                status, message, error_type=error_type, request_id=self.request_id
-            )
-        self.send_json(status, body, headers)
-
-    def start_stream(self, headers: Mapping[str, str] | None = None) -> None:
-        """Begin a 200 server-sent-event stream using chunked encoding."""
-        self._record(200)
-        all_headers = {
-            "content-type": "text/event-stream; charset=utf-8",
-            "cache-control": "no-cache",
-            "transfer-encoding": "chunked",
-        }
-        all_headers.update(headers or {})
-        self._send_head(200, all_headers)
-
-    def write_chunk(self, data: bytes) -> None:
-        """Write one chunk of a chunked body."""
-        if data:
-            self.handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-
-    def sse(self, event: str | None, data: Any) -> None:
-        """Write one server-sent event (``event:`` line only when named)."""
-        text = data if isinstance(data, str) else json.dumps(data)
-        prefix = f"event: {event}\n" if event else ""
-        self.write_chunk(f"{prefix}data: {text}\n\n".encode())
-
-    def end_stream(self) -> None:
-        """Write the chunked terminator; the connection stays reusable."""
-        self.handler.wfile.write(b"0\r\n\r\n")
-
-    def abort(self) -> None:
-        """Drop the connection mid-body, as a failing proxy would."""
-        self.handler.close_connection = True
-
-    def take_stream_fault(self) -> Fault | None:
-        """Claim the oldest pending mid-stream fault for this request, if any."""
-        return self.sim._faults.take(self.path, self.key_index, in_stream=True)
 
 
 class SimHandler(BaseHTTPRequestHandler):
@@ -313,14 +151,6 @@ def _route_path(path: str, prefix: str) -> str:
     if path.startswith(prefix + "/"):
         return "/v1" + path[len(prefix):]
     return "/outside-prefix" + path
-
-
-def _family(path: str, headers: Mapping[str, str]) -> str:
-    if path.startswith(_OPENAI_PREFIXES):
-        return "openai"
-    if path == "/v1/models" and "authorization" in headers and "x-api-key" not in headers:
-        return "openai"
-    return "anthropic"
 
 
 def _models(exchange: Exchange) -> None:

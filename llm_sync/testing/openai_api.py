@@ -14,7 +14,7 @@ from .limits import Admission, format_duration, whole_seconds
 from .replies import Completion, complete, count_input_tokens, split_chunks
 
 if TYPE_CHECKING:
-    from .handler import Exchange
+    from .exchange import Exchange
 
 __all__ = ["DEFAULT_MAX_TOKENS", "chat_completions", "models", "sample_body", "validate"]
 
