@@ -17,7 +17,13 @@ from typing import Callable, Optional
 
 from .errors import LLMTimeoutError
 
-__all__ = ["CallBudget", "cut_timeout"]
+__all__ = ["CallBudget", "cut_timeout", "DEFAULT_MAX_PAUSE"]
+
+# The longest wait any server hint may impose (``retry-after``, the pause of
+# a key after a 429): a longer or absurd hint (``1e9``, ``inf``) is cut to
+# this, so one answer never takes a key out of service for long. An
+# endpoint's ``max_pause`` setting overrides it.
+DEFAULT_MAX_PAUSE = 60.0
 
 
 @dataclass

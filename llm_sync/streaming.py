@@ -24,7 +24,7 @@ import requests
 
 from .errors import LLMConnectionError, LLMError, LLMProviderError, LLMStreamError, LLMTimeoutError, redact
 from .models import LLMResponse
-from .providers.base import Provider, StreamDecoder
+from .providers.base import SHAPE_ERRORS, Provider, StreamDecoder
 from .sse import SSEParser
 from .transport import BODY_READ_ERRORS, interrupt, read_error
 
@@ -36,8 +36,9 @@ __all__ = ["Stream", "StreamFinisher", "iter_body"]
 # mirroring process_response's order.
 StreamFinisher = Callable[[Optional[LLMResponse], Optional[LLMError]], Optional[LLMResponse]]
 
-# Bugs in a server's JSON shape surface as these while decoding a chunk.
-_SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+# Bugs in a server's JSON shape surface as these while decoding a chunk
+# (also JSON nested too deep, numbers too large to convert).
+_SHAPE_ERRORS = SHAPE_ERRORS
 
 
 class StreamOwner(Protocol):
@@ -118,8 +119,9 @@ class Stream:
 
     @property
     def headers(self) -> dict[str, str]:
-        """The response headers (lower-case names), known once it opened."""
-        return {k.lower(): v for k, v in self._http.headers.items()}
+        """The response headers (lower-case names), known once it opened;
+        any that echoes the key is masked."""
+        return self._provider.plain_headers(self._http)
 
     def add_finisher(self, finisher: StreamFinisher) -> None:
         """Run ``finisher`` when the stream ends — at once if it already has

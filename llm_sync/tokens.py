@@ -8,11 +8,17 @@ estimate from the provider's actual usage.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+import math
+from typing import Any, Iterable, Optional
 
 from .models import Message
 
-__all__ = ["estimate_text_tokens", "estimate_tokens"]
+__all__ = ["estimate_text_tokens", "estimate_tokens", "plausible_count", "MAX_PLAUSIBLE_TOKENS"]
+
+# No call can use more tokens than this: two orders of magnitude above the
+# largest context window offered today. A usage figure above it is a server
+# bug, and must not be charged to a key (10**15 tokens would hold it for ages).
+MAX_PLAUSIBLE_TOKENS = 10**8
 
 PER_MESSAGE_TOKENS = 4
 PER_REQUEST_TOKENS = 3
@@ -33,3 +39,14 @@ def estimate_tokens(messages: Iterable[Message], system: Optional[str] = None) -
     for message in messages:
         total += estimate_text_tokens(message.content) + PER_MESSAGE_TOKENS
     return total
+
+
+def plausible_count(value: Any) -> Optional[int]:
+    """A token count a server reported, or None when it is not one: not a
+    number (a string, a bool, a list), negative, fractional, not finite or
+    above :data:`MAX_PLAUSIBLE_TOKENS`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return None
+    return int(value) if 0 <= value <= MAX_PLAUSIBLE_TOKENS else None

@@ -9,6 +9,7 @@ import requests
 
 from ..models import LLMResponse, MessageRole, Usage
 from ..sse import SSEEvent
+from ..tokens import plausible_count
 from ..transport import HTTPRequest
 from .base import LLMRequest, Provider, StreamDecoder, join_url, with_query
 
@@ -19,13 +20,22 @@ _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
 
 
 def _usage(data: Any, into: Optional[Usage] = None) -> Usage:
+    """Usage figures; one that is not a plausible count (a string, a bool,
+    negative, 10**15) is left out, as if the server had not sent it."""
     usage = into or Usage()
     if isinstance(data, dict):
         for name in _USAGE_FIELDS:
-            value = data.get(name)
-            if isinstance(value, int):
+            value = plausible_count(data.get(name))
+            if value is not None:
                 setattr(usage, name, value)
     return usage
+
+
+def _text(value: Any) -> Optional[str]:
+    """A text field of the answer: a string or absent, nothing else."""
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"a text field holds {type(value).__name__}")
 
 
 class AnthropicProvider(Provider):
@@ -76,11 +86,14 @@ class AnthropicProvider(Provider):
         usage = data.get("usage")
         if not isinstance(blocks, list) or not isinstance(usage, (dict, type(None))):
             raise TypeError("content must be a list and usage an object")
-        text = "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
+        texts = [b.get("text") for b in blocks if isinstance(b, dict) and b.get("type") == "text"]
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("a text block without text")
+        text = "".join(texts)
         return LLMResponse(
             content=text,
-            model=data.get("model") or "",
-            stop_reason=self.normalize_stop_reason(data.get("stop_reason")),
+            model=_text(data.get("model")) or "",
+            stop_reason=self.normalize_stop_reason(_text(data.get("stop_reason"))),
             usage=_usage(data.get("usage")),
             request_id=None,
             raw=data,
@@ -97,7 +110,7 @@ class AnthropicProvider(Provider):
     def is_quota_error(self, body: Any, error_type: Optional[str], code: Optional[str]) -> bool:
         if code == "enforced_spend_limit_reached":
             return True
-        message, _, _ = self.error_fields(body)
+        message, _, _ = self.safe_error_fields(body)
         return error_type == "rate_limit_error" and "usage limit" in (message or "").lower()
 
     def stream_decoder(self) -> StreamDecoder:
@@ -138,14 +151,14 @@ class _AnthropicStream(StreamDecoder):
         if kind == "content_block_delta":
             delta = data.get("delta") or {}
             if delta.get("type") == "text_delta":
-                return delta.get("text") or None
+                return _text(delta.get("text")) or None
             if delta.get("type") == "input_json_delta":
                 self._tool_inputs.setdefault(data.get("index", 0), []).append(delta.get("partial_json", ""))
             return None
         if kind == "message_start":
             message = data.get("message") or {}
-            self.model = message.get("model") or ""
-            self.message_id = message.get("id")
+            self.model = _text(message.get("model")) or ""
+            self.message_id = message.get("id") if isinstance(message.get("id"), str) else None
             _usage(message.get("usage"), self.usage)
         elif kind == "content_block_start":
             block = data.get("content_block") or {}
@@ -154,7 +167,7 @@ class _AnthropicStream(StreamDecoder):
         elif kind == "message_delta":
             delta = data.get("delta") or {}
             if delta.get("stop_reason"):
-                self.stop_reason = delta["stop_reason"]
+                self.stop_reason = _text(delta["stop_reason"])
             if delta.get("stop_sequence"):
                 self.extra["stop_sequence"] = delta["stop_sequence"]
             _usage(data.get("usage"), self.usage)

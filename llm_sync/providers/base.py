@@ -11,6 +11,7 @@ construction and shared by every thread.
 from __future__ import annotations
 
 import json
+import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 
+from ..budget import DEFAULT_MAX_PAUSE
 from ..errors import (
     LLMConnectionError,
     LLMProviderError,
@@ -30,7 +32,12 @@ from ..models import LLMProvider, LLMResponse, Message, MessageRole, StopReason,
 from ..sse import SSEEvent
 from ..transport import HTTPRequest
 
-__all__ = ["LLMRequest", "Provider", "StreamDecoder", "join_url", "with_query", "parse_retry_after"]
+__all__ = ["LLMRequest", "Provider", "StreamDecoder", "join_url", "with_query", "parse_retry_after",
+           "DEFAULT_MAX_PAUSE"]
+
+# What a 200 of an unexpected shape raises while it is parsed: a field of
+# the wrong type, JSON nested too deep, a number too large to convert.
+SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError, OverflowError)
 
 
 @dataclass
@@ -77,29 +84,38 @@ def with_query(url: str, query: Mapping[str, Any]) -> str:
     return url + ("&" if "?" in url else "?") + urlencode(query, doseq=True)
 
 
-def parse_retry_after(headers: Mapping[str, str], now: Optional[float] = None) -> Optional[float]:
+def parse_retry_after(headers: Mapping[str, str], now: Optional[float] = None,
+                      maximum: float = DEFAULT_MAX_PAUSE) -> Optional[float]:
     """Seconds to wait from ``retry-after-ms``, then ``retry-after`` as
-    seconds or as an HTTP date. None when absent or unparsable."""
+    seconds or as an HTTP date; None when absent or unparsable (``nan``).
+
+    Always finite and within ``[0, maximum]``: a server's hint steers how
+    long a key rests, and ``1e9``, ``inf`` or a date in the year 9999 must
+    not rest it for decades. A past date or a negative number is 0."""
+    seconds: Optional[float] = None
     value = headers.get("retry-after-ms")
     if value:
-        try:
-            return max(0.0, float(value) / 1000.0)
-        except ValueError:
-            pass
+        seconds = _seconds(value, 1000.0)
     value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
+    if seconds is None and value:
+        seconds = _seconds(value, 1.0)
+        if seconds is None:
+            from email.utils import parsedate_to_datetime
 
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+            try:
+                seconds = parsedate_to_datetime(value).timestamp() - (time.time() if now is None else now)
+            except (TypeError, ValueError, IndexError, OverflowError):
+                seconds = None
+    if seconds is None or math.isnan(seconds):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return min(max(0.0, seconds), maximum)
+
+
+def _seconds(value: str, per_second: float) -> Optional[float]:
+    try:
+        return float(value) / per_second
+    except (ValueError, OverflowError):
+        return None
 
 
 class StreamDecoder(ABC):
@@ -134,6 +150,9 @@ class Provider(ABC):
     default_prefix: str = ""  # put between a base_url with no path and completion_path
     refunds_output: bool  # the server refunds unused max_tokens at the end
     temperature_range: tuple[float, float]
+    # The longest ``retry_after`` an error carries (the endpoint's
+    # ``max_pause``; the manager sets it per endpoint).
+    max_pause: float = DEFAULT_MAX_PAUSE
 
     def __init__(self, base_url: str, headers: Optional[Mapping[str, str]] = None, *,
                  endpoint: Optional[str] = None) -> None:
@@ -196,7 +215,7 @@ class Provider(ABC):
         body = self.json_object(http, content)
         try:
             response = self.parse_body(body)
-        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+        except SHAPE_ERRORS as exc:
             raise self._invalid(http, f"JSON of an unexpected shape ({type(exc).__name__})") from None
         self.annotate(response, http, started, client_id)
         return response
@@ -216,20 +235,40 @@ class Provider(ABC):
     def _invalid(self, http: requests.Response, what: str) -> LLMProviderError:
         return LLMProviderError(
             f"the server answered 200 with {what}", status_code=502, error_type="invalid_response",
-            request_id=self.request_id(http), provider=self.endpoint, headers=_plain_headers(http),
+            request_id=self.request_id(http), provider=self.endpoint, headers=self.plain_headers(http),
         )
 
     def request_id(self, http: requests.Response) -> Optional[str]:
-        return http.headers.get(self.request_id_header)
+        """The response's request id, scrubbed: a server may echo the key."""
+        value = http.headers.get(self.request_id_header)
+        return None if value is None else redact(value, self.sent_secrets(http))
+
+    def plain_headers(self, http: requests.Response) -> dict[str, str]:
+        """The response headers, names lower-cased, as errors and responses
+        keep them: any header that echoes the key this request carried (or
+        anything key-like) is masked, so no ``str``, ``repr`` or pickle of
+        them shows it."""
+        secrets = self.sent_secrets(http)
+        return {redact(k.lower(), secrets): redact(v, secrets) for k, v in http.headers.items()}
+
+    def safe_error_fields(self, body: Any) -> tuple[Optional[str], Optional[str], Optional[str]]:
+        """:meth:`error_fields`, keeping only strings: a hostile error body
+        (a number for a message, a list for a type) never breaks the
+        translation into a typed error."""
+        try:
+            fields = self.error_fields(body)
+        except SHAPE_ERRORS:
+            return None, None, None
+        return tuple(value if isinstance(value, str) else None for value in fields)  # type: ignore[return-value]
 
     def error_from_response(self, http: requests.Response, content: bytes) -> LLMProviderError:
         """The one translation from an error status to a typed error."""
         status = http.status_code
         try:
             body: Any = json.loads(content) if content else None
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
-        message, error_type, code = self.error_fields(body)
+        message, error_type, code = self.safe_error_fields(body)
         if message is None:  # scrub before cutting, so no key straddles the cut
             text = redact(content.decode("utf-8", "replace"), self.sent_secrets(http))[:200].strip() if content else ""
             message = text or http.reason or "error"
@@ -237,18 +276,27 @@ class Provider(ABC):
             message = f"redirect to another location refused (keys are never sent on): {message}"
             error_type = error_type or "redirect"
         cls = error_class_for_status(status)
-        if status == 429 and self.is_quota_error(body, error_type, code):
+        if status == 429 and self._is_quota(body, error_type, code):
             cls = LLMQuotaExceededError
+        body_id = body.get("request_id") if isinstance(body, dict) else None
         return cls(
             redact(message, self.sent_secrets(http)),
             status_code=status,
             error_type=error_type or code,
             code=code,
-            request_id=self.request_id(http) or (body.get("request_id") if isinstance(body, dict) else None),
+            request_id=self.request_id(http) or (
+                redact(body_id, self.sent_secrets(http)) if isinstance(body_id, str) else None),
             provider=self.endpoint,
-            retry_after=parse_retry_after(http.headers) if cls is not LLMQuotaExceededError else None,
-            headers=_plain_headers(http),
+            retry_after=parse_retry_after(http.headers, maximum=self.max_pause)
+            if cls is not LLMQuotaExceededError else None,
+            headers=self.plain_headers(http),
         )
+
+    def _is_quota(self, body: Any, error_type: Optional[str], code: Optional[str]) -> bool:
+        try:
+            return self.is_quota_error(body, error_type, code)
+        except SHAPE_ERRORS:
+            return False
 
     def sent_secrets(self, http: requests.Response) -> tuple[str, ...]:
         """The key this request carried, so an error body that echoes it is
@@ -264,10 +312,10 @@ class Provider(ABC):
 
     def error_from_event(self, body: Any) -> LLMProviderError:
         """An error that arrived inside a 200 stream."""
-        message, error_type, code = self.error_fields(body)
+        message, error_type, code = self.safe_error_fields(body)
         status = _EVENT_STATUS.get(error_type or code or "", 500)
         cls: type[LLMProviderError] = error_class_for_status(status)
-        if status == 429 and self.is_quota_error(body, error_type, code):
+        if status == 429 and self._is_quota(body, error_type, code):
             cls = LLMQuotaExceededError
         return cls(redact(message or "error event in stream"), status_code=status,
                    error_type=error_type or code, code=code, provider=self.endpoint, mid_stream=True)
@@ -279,7 +327,7 @@ class Provider(ABC):
         response.client_id = client_id
         response.request_id = self.request_id(http) or response.request_id
         response.latency_ms = (time.monotonic() - started) * 1000.0
-        response.headers = _plain_headers(http)
+        response.headers = self.plain_headers(http)
 
     def stream_response(self, decoder: StreamDecoder, text: str, http: Optional[requests.Response],
                         started: float, client_id: Optional[str]) -> LLMResponse:
@@ -327,6 +375,3 @@ _EVENT_STATUS = {
     "timeout_error": 408,
 }
 
-
-def _plain_headers(http: requests.Response) -> dict[str, str]:
-    return {k.lower(): v for k, v in http.headers.items()}

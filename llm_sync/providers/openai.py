@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from ..models import LLMResponse, Usage
 from ..sse import SSEEvent
+from ..tokens import plausible_count
 from .base import LLMRequest, Provider, StreamDecoder
 
 __all__ = ["OpenAIProvider"]
@@ -18,11 +19,20 @@ _OFFICIAL_HOSTS = {"api.openai.com"}
 
 
 def _usage(data: Any) -> Usage:
+    """Usage figures; one that is not a plausible count (a string, a bool,
+    negative, 10**15, ``1e999``) is left at 0: unknown, the estimate stands."""
     usage = Usage()
     if isinstance(data, dict):
-        usage.input_tokens = int(data.get("prompt_tokens") or 0)
-        usage.output_tokens = int(data.get("completion_tokens") or 0)
+        usage.input_tokens = plausible_count(data.get("prompt_tokens")) or 0
+        usage.output_tokens = plausible_count(data.get("completion_tokens")) or 0
     return usage
+
+
+def _text(value: Any) -> Optional[str]:
+    """A text field of the answer: a string or null, nothing else."""
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"a text field holds {type(value).__name__}")
 
 
 class OpenAIProvider(Provider):
@@ -69,9 +79,9 @@ class OpenAIProvider(Provider):
         choice = choices[0]
         message = choice["message"]
         return LLMResponse(
-            content=message.get("content") or "",
-            model=data.get("model") or "",
-            stop_reason=self.normalize_stop_reason(choice.get("finish_reason")),
+            content=_text(message.get("content")) or "",
+            model=_text(data.get("model")) or "",
+            stop_reason=self.normalize_stop_reason(_text(choice.get("finish_reason"))),
             usage=_usage(data.get("usage")),
             raw=data,
         )
@@ -111,17 +121,21 @@ class _OpenAIStream(StreamDecoder):
             return None
         if "error" in data:
             raise self._provider.error_from_event(data)
-        self.model = data.get("model") or self.model
-        self.message_id = data.get("id") or self.message_id
+        self.model = _text(data.get("model")) or self.model
+        if isinstance(data.get("id"), str):  # an id is informative only: ignore one of another type
+            self.message_id = data["id"] or self.message_id
         if isinstance(data.get("usage"), dict):
             self.usage = _usage(data["usage"])
+        choices = data.get("choices")
+        if not isinstance(choices, (list, type(None))):
+            raise TypeError("choices must be a list")
         text = None
-        for choice in data.get("choices") or []:
+        for choice in choices or []:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            text = delta.get("content") or None
+            text = _text(delta.get("content")) or None
             if choice.get("finish_reason"):
-                self.stop_reason = choice["finish_reason"]
+                self.stop_reason = _text(choice["finish_reason"])
                 self.done = True
         return text
