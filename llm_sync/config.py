@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from .budget import DEFAULT_MAX_PAUSE as _DEFAULT_MAX_PAUSE
 from .errors import LLMConfigError
 from .models import LLMProvider
 from .providers import provider_class, provider_kinds
@@ -64,6 +65,8 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 600.0
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_RETRY_BUDGET = 60.0  # seconds a call may spend waiting between re-sends
+# The longest a server's retry hint may pause a key (budget.DEFAULT_MAX_PAUSE).
+DEFAULT_MAX_PAUSE = _DEFAULT_MAX_PAUSE
 DEFAULT_ACQUIRE_TIMEOUT = 30.0
 DEFAULT_IDLE_TIMEOUT = 90.0
 # Without pool.max_size: this many calls in flight per key.
@@ -145,6 +148,8 @@ class ProviderConfig(_Strict):
     timeout: TimeoutConfig = TimeoutConfig()
     max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0, le=20)
     retry_budget: Optional[PositiveFloat] = DEFAULT_RETRY_BUDGET
+    # Seconds; a longer or absurd retry-after from the server is cut to it.
+    max_pause: float = Field(default=DEFAULT_MAX_PAUSE, gt=0, allow_inf_nan=False)
     rate_limits: list[RateLimitConfig] = Field(default_factory=list)
     headers: dict[str, str] = Field(default_factory=dict)
     pool: Optional[PoolConfig] = None

@@ -65,6 +65,7 @@ class _EndpointRuntime:
         self.name = name
         self.settings = settings
         self.provider = create_provider(kind, base_url, settings.headers, endpoint=name)
+        self.provider.max_pause = settings.max_pause
         keys = [
             PooledKey(self.provider, key, index, settings.limits_for_key(index))
             for index, key in enumerate(settings.api_keys)
@@ -72,7 +73,7 @@ class _EndpointRuntime:
         self.limiter = ProviderLimiter(
             [(key.client_id, key.limits) for key in keys],
             refunds_output=self.provider.refunds_output,
-            clock=clocks.clock, wall_clock=clocks.wall_clock, wait=clocks.wait,
+            clock=clocks.clock, wall_clock=clocks.wall_clock, wait=clocks.wait, max_pause=settings.max_pause,
         )
         for key in keys:
             for middleware in default_chain(settings, self.limiter, key.index, clocks):

@@ -3,8 +3,9 @@
 Admission and accounting are the pipeline's: it reserves capacity before
 every send and settles it after, whatever the chain holds. This
 middleware is the policy on top: a rate-limit 429 pauses the whole key
-(for the server's ``retry-after``, else ``DEFAULT_PAUSE_SECONDS``), so the
-calls waiting in line go to other keys meanwhile. Without it, a 429 is
+(for the server's ``retry-after``, else ``DEFAULT_PAUSE_SECONDS``; never
+longer than the endpoint's ``max_pause``, after which the key is probed
+again), so the calls waiting in line go to other keys meanwhile. Without it, a 429 is
 still refunded and requeued, but the key is not rested.
 """
 

@@ -5,17 +5,21 @@ Anthropic: ``anthropic-ratelimit-{requests,input-tokens,output-tokens,tokens}-
 full again. OpenAI: ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``,
 reset as a duration (``1s``, ``6m0s``, ``20ms``, ``1h2m3.5s``). Missing or
 malformed headers are skipped, never an error: compatible servers send any
-subset, or none.
+subset, or none. So are figures outside plausible bounds (``PLAUSIBLE_*``):
+they steer every later call on the key, and one absurd header (a limit of
+0.0001 a minute) must not refuse every call from then on.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Mapping, Optional
 
-__all__ = ["HeaderLimit", "parse_rate_limit_headers", "parse_duration", "parse_rfc3339", "DIMENSIONS"]
+__all__ = ["HeaderLimit", "parse_rate_limit_headers", "parse_duration", "parse_rfc3339", "DIMENSIONS",
+           "PLAUSIBLE_MIN_LIMIT", "PLAUSIBLE_MAX_LIMIT", "PLAUSIBLE_MAX_RESET"]
 
 # Our dimensions: requests, input tokens, output tokens, and the combined
 # tokens figure (OpenAI's only token bucket; Anthropic's summary one).
@@ -28,6 +32,21 @@ _ANTHROPIC = {
     "tokens": "tokens",
 }
 _OPENAI = {"requests": "requests", "tokens": "tokens"}
+
+# Per-minute limits below these are not believed. Every hosted provider's
+# smallest tier allows a few requests and thousands of tokens a minute; a
+# learned limit far below that would call every request "larger than the
+# bucket" and refuse it locally, so the key would never reach the server
+# (nor hear a correction) again. A real limit that small is still enforced:
+# by the server's 429s, which pause the key.
+PLAUSIBLE_MIN_LIMIT = {"requests": 1.0, "input_tokens": 100.0, "output_tokens": 100.0, "tokens": 100.0}
+# ... nor above this: no provider grants ten billion of anything a minute,
+# and beyond it float sums lose whole calls.
+PLAUSIBLE_MAX_LIMIT = 1e10
+# A bucket refills within its window; the longest windows are a day
+# (requests per day). A reset further off is dropped (the limit and
+# remaining figures of that dimension are kept).
+PLAUSIBLE_MAX_RESET = 86_400.0
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _PLAIN_NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -69,7 +88,10 @@ def parse_rfc3339(value: str) -> Optional[float]:
         return None
     if moment.tzinfo is None:
         return None
-    return moment.timestamp()
+    try:
+        return moment.timestamp()
+    except (OverflowError, ValueError):
+        return None
 
 
 def _number(value: Optional[str]) -> Optional[float]:
@@ -82,11 +104,29 @@ def _number(value: Optional[str]) -> Optional[float]:
     return number if number >= 0 else None
 
 
-def parse_rate_limit_headers(headers: Mapping[str, str], wall_now: float) -> dict[str, HeaderLimit]:
+def plausible(dimension: str, reported: HeaderLimit) -> Optional[HeaderLimit]:
+    """``reported`` if its limit and remaining figures are believable (the
+    reset dropped if it alone is not); None when the dimension must be
+    ignored whole. See ``PLAUSIBLE_*``."""
+    limit, remaining, reset_in = reported.limit, reported.remaining, reported.reset_in
+    if limit is not None and not (PLAUSIBLE_MIN_LIMIT[dimension] <= limit <= PLAUSIBLE_MAX_LIMIT):
+        return None  # also NaN and inf: every comparison with NaN is False
+    ceiling = PLAUSIBLE_MAX_LIMIT if limit is None else limit
+    if remaining is not None and not (0.0 <= remaining <= ceiling):
+        return None  # more left than the limit allows: the figures contradict each other
+    if reset_in is not None and not (0.0 <= reset_in <= PLAUSIBLE_MAX_RESET and math.isfinite(reset_in)):
+        reset_in = None
+    return HeaderLimit(limit, remaining, reset_in)
+
+
+def parse_rate_limit_headers(headers: Mapping[str, str], wall_now: float,
+                             rejected: Optional[list[str]] = None) -> dict[str, HeaderLimit]:
     """Every dimension the headers describe, keyed by our dimension names.
 
     ``headers`` must have lower-case names; ``wall_now`` (epoch seconds)
-    turns Anthropic's absolute reset times into durations.
+    turns Anthropic's absolute reset times into durations. A dimension
+    whose figures are implausible is left out, and its name appended to
+    ``rejected`` when given (so the caller can say so, once).
     """
     found: dict[str, HeaderLimit] = {}
     for name, dimension in _ANTHROPIC.items():
@@ -97,12 +137,19 @@ def parse_rate_limit_headers(headers: Mapping[str, str], wall_now: float) -> dic
         if limit is not None or remaining is not None:
             reset_in = None if reset_at is None else max(0.0, reset_at - wall_now)
             found[dimension] = HeaderLimit(limit, remaining, reset_in)
-    if found:
-        return found
-    for name, dimension in _OPENAI.items():
-        limit = _number(headers.get(f"x-ratelimit-limit-{name}"))
-        remaining = _number(headers.get(f"x-ratelimit-remaining-{name}"))
-        reset = headers.get(f"x-ratelimit-reset-{name}")
-        if limit is not None or remaining is not None:
-            found[dimension] = HeaderLimit(limit, remaining, parse_duration(reset) if reset else None)
-    return found
+    if not found:
+        for name, dimension in _OPENAI.items():
+            limit = _number(headers.get(f"x-ratelimit-limit-{name}"))
+            remaining = _number(headers.get(f"x-ratelimit-remaining-{name}"))
+            reset = headers.get(f"x-ratelimit-reset-{name}")
+            if limit is not None or remaining is not None:
+                found[dimension] = HeaderLimit(limit, remaining, parse_duration(reset) if reset else None)
+    kept = {}
+    for dimension, reported in found.items():
+        checked = plausible(dimension, reported)
+        if checked is None:
+            if rejected is not None:
+                rejected.append(dimension)
+        else:
+            kept[dimension] = checked
+    return kept

@@ -92,6 +92,7 @@ class KeyLimiter:
         # Until the key's first answer, only PROBE_IN_FLIGHT calls go out:
         # even configured limits may be stricter at the server than stated.
         self.answered = False
+        self.warned: set[str] = set()  # what was logged once about this key's server
         self.calibration = 1.0
         self.last_chosen = -1
 

@@ -14,23 +14,35 @@ Life of a call: ``reserve`` (wait in line; the key that admits it soonest
 is charged 1 request + estimated input + ``max_tokens`` output) →
 ``mark_sent`` → ``settle`` with the actual usage and the response headers
 (or ``refund`` when the request never reached the server or was refused).
+
+Numbers a server sends are checked before they steer a key: rate-limit
+headers outside plausible bounds (see ``headers``) and usage figures that
+are no token count are ignored, each logged once per key (a WARNING on
+``llm_sync.ratelimit`` naming the key's id and the dimension, never a
+header's text); a pause is cut to ``max_pause``, after which the key is
+probed again.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
+from ..budget import DEFAULT_MAX_PAUSE
 from ..config import RateLimitConfig
 from ..errors import LLMRateLimitError, LLMValidationError
+from ..tokens import plausible_count
 from .backends import MemoryBackend, RateLimitBackend
 from .headers import parse_rate_limit_headers
 from .key import PROBE_IN_FLIGHT, TRANSIT_MARGIN, Cost, KeyLimiter, Reservation
 from .state import NO_WAIT, Observation, Quote
 
 __all__ = ["Cost", "Reservation", "KeyLimiter", "ProviderLimiter", "PROBE_IN_FLIGHT", "TRANSIT_MARGIN"]
+
+logger = logging.getLogger("llm_sync.ratelimit")
 
 Clock = Callable[[], float]
 Wait = Callable[[threading.Condition, Optional[float]], Any]
@@ -56,8 +68,10 @@ class ProviderLimiter:
 
     def __init__(self, keys: list[tuple[str, Optional[RateLimitConfig]]], *, refunds_output: bool,
                  clock: Clock = time.monotonic, wall_clock: Clock = time.time, wait: Optional[Wait] = None,
-                 transit_margin: float = TRANSIT_MARGIN, backend: Optional[RateLimitBackend] = None) -> None:
+                 transit_margin: float = TRANSIT_MARGIN, backend: Optional[RateLimitBackend] = None,
+                 max_pause: float = DEFAULT_MAX_PAUSE) -> None:
         self.transit_margin = transit_margin
+        self.max_pause = max_pause
         self.clock = clock
         self.wall_clock = wall_clock
         self.backend = backend if backend is not None else MemoryBackend(clock)
@@ -76,6 +90,8 @@ class ProviderLimiter:
         # How a waiter blocks: Condition.wait by default; fake clocks in
         # tests advance time here instead.
         self._wait: Wait = wait or (lambda cond, timeout: cond.wait(timeout))
+        # Warnings decided under the lock, logged after it is released.
+        self._warnings: list[str] = []
 
     def __repr__(self) -> str:
         return f"<ProviderLimiter {len(self.keys)} keys, {self.waiting} waiting>"
@@ -239,6 +255,7 @@ class ProviderLimiter:
                 return
             key = reservation.key
             actual = dict(reservation.amounts)
+            input_tokens, output_tokens = self._plausible_usage(key, input_tokens, output_tokens)
             if input_tokens is not None:
                 actual["input_tokens"] = float(input_tokens)
                 key.calibrate(reservation.estimate, input_tokens)
@@ -252,6 +269,32 @@ class ProviderLimiter:
             pending = {"output_tokens": reservation.amounts["output_tokens"] - actual["output_tokens"]}
             observations, ends_probing = self._finish(reservation, headers, pending)
         self._apply(reservation, delta, observations, ends_probing)
+
+    def _plausible_usage(self, key: KeyLimiter, input_tokens: Optional[int],
+                         output_tokens: Optional[int]) -> tuple[Optional[int], Optional[int]]:
+        """Usage figures that are token counts; any other (10**15, negative,
+        a float, a string) is None: the reservation's estimate stands.
+        Under the lock."""
+        kept = (None if input_tokens is None else plausible_count(input_tokens),
+                None if output_tokens is None else plausible_count(output_tokens))
+        if kept != (input_tokens, output_tokens):
+            self._warn_once(key, "usage", f"{key.client_id}: ignored a usage figure that is no plausible token "
+                                          "count; the call's estimate is charged instead")
+        return kept
+
+    def _warn_once(self, key: KeyLimiter, topic: str, message: str) -> None:
+        """Queue ``message`` unless ``key`` already warned about ``topic``.
+        Under the lock; :meth:`_log_warnings` logs it after."""
+        if topic not in key.warned:
+            key.warned.add(topic)
+            self._warnings.append(message)
+
+    def _log_warnings(self) -> None:
+        """Log queued warnings. Without the lock (a handler may do I/O)."""
+        with self._cond:
+            warnings, self._warnings = self._warnings, []
+        for message in warnings:
+            logger.warning(message)
 
     def observe(self, reservation: Reservation, headers: Mapping[str, str]) -> None:
         """A stream's headers, read when it opens: its key has answered, and
@@ -318,7 +361,12 @@ class ProviderLimiter:
                       in_flight: Optional[Mapping[str, float]] = None) -> tuple[dict[str, Observation], bool]:
         """What the headers say, ready for the backend; and whether they
         described any limit at all (an answer, even if nothing to sync)."""
-        reported = parse_rate_limit_headers(headers, self.wall_clock())
+        rejected: list[str] = []
+        reported = parse_rate_limit_headers(headers, self.wall_clock(), rejected)
+        if rejected:
+            key = reservation.key
+            self._warn_once(key, "headers", f"{key.client_id}: ignored rate-limit headers outside plausible "
+                                            f"bounds ({', '.join(rejected)}); the key keeps its current limits")
         since = self.clock() - reservation.sent_at if reservation.sent_at is not None else 0.0
         return reservation.key.observations(reported, since, pending_refund, in_flight), bool(reported)
 
@@ -337,13 +385,22 @@ class ProviderLimiter:
                 if ends_probing:
                     key.answered = True
                 self._changed()
+            if self._warnings:
+                self._log_warnings()
 
     def pause(self, key: KeyLimiter, seconds: float) -> None:
-        """Hold the whole key for ``seconds`` (after a rate-limit 429)."""
+        """Hold the whole key for ``seconds`` (after a rate-limit 429), cut
+        to ``max_pause`` (NaN: no pause). Then the key is probed again
+        (PROBE_IN_FLIGHT calls until one is answered): what the server
+        wanted is unknown, and a hint cut short must not release the whole
+        line onto it at once."""
+        seconds = 0.0 if math.isnan(seconds) else min(max(0.0, seconds), self.max_pause)
         try:
             self.backend.pause(key.scope, seconds)
         finally:
             with self._cond:
+                if seconds > 0:
+                    key.answered = False
                 self._changed()
 
     # --- status ---------------------------------------------------------

@@ -21,7 +21,7 @@ from .bucket import TokenBucket
 
 __all__ = [
     "ScopeState", "Quote", "Observation", "BucketView", "ScopeSnapshot",
-    "CONFIG_FIELDS", "CAPACITY_TOLERANCE", "NO_WAIT",
+    "CONFIG_FIELDS", "CAPACITY_TOLERANCE", "NO_WAIT", "MAX_DEBT_MINUTES",
 ]
 
 # Dimension → the RateLimitConfig field (and status key) that names it.
@@ -37,6 +37,10 @@ CAPACITY_TOLERANCE = 0.97
 # Waits shorter than this are float noise in the refill maths: admit now
 # rather than spin on a clock too coarse to move by that much.
 NO_WAIT = 1e-6
+# A correction (actual usage above the reservation) never puts a bucket more
+# than this many minutes of refill into debt: a single answer, however
+# large its reported usage, holds its key for a few minutes at most.
+MAX_DEBT_MINUTES = 2.0
 
 
 @dataclass(frozen=True)
@@ -132,14 +136,17 @@ class ScopeState:
         return Quote(quote.wait, quote.headroom, None, granted=True)
 
     def adjust(self, delta: Mapping[str, float], now: float) -> None:
-        """Charge positive amounts (into debt if need be); give negative
-        ones back (never above capacity)."""
+        """Charge positive amounts (into debt if need be, at most
+        MAX_DEBT_MINUTES of refill); give negative ones back (never above
+        capacity)."""
         for dimension, amount in delta.items():
             bucket = self.buckets.get(dimension)
             if bucket is None or amount == 0:
                 continue
             if amount > 0:
+                floor = min(bucket.available(now), -bucket.limit * MAX_DEBT_MINUTES)
                 bucket.take(amount, now)
+                bucket.level = max(bucket.level, floor)
             else:
                 bucket.give(-amount, now)
 
@@ -148,8 +155,8 @@ class ScopeState:
         self.paused_until = max(self.paused_until, now + max(0.0, seconds))
 
     def sync(self, observations: Mapping[str, Observation], now: float) -> None:
-        """Learn limits the config does not give (a configured one is only
-        ever lowered), learn a smaller burst capacity from the reset time,
+        """Learn limits the config does not give (a configured one follows
+        the server's, never above the configured value), learn a smaller burst capacity from the reset time,
         and pull each bucket down to what the server can have left now:
         ``remaining`` plus the refill since the send, less the offset. A
         bucket above that bound is wrong (a stricter server, another user
@@ -163,8 +170,10 @@ class ScopeState:
                     bucket = self.buckets[dimension] = TokenBucket(seen.limit, now, self.burst_seconds)
                 elif configured is None and seen.limit != bucket.limit:
                     bucket.set_limit(seen.limit, now, self.burst_seconds)
-                elif configured is not None and seen.limit < bucket.limit:
-                    bucket.set_limit(seen.limit, now, self.burst_seconds)
+                elif configured is not None and min(seen.limit, configured) != bucket.limit:
+                    # A lower report lowers it; a later one raises it back,
+                    # so one odd header does not slow the key for good.
+                    bucket.set_limit(min(seen.limit, configured), now, self.burst_seconds)
             if bucket is None or seen.remaining is None:
                 continue
             if seen.reset_in is not None and seen.limit:
