@@ -86,7 +86,7 @@ class AnthropicProvider(Provider):
         usage = data.get("usage")
         if not isinstance(blocks, list) or not isinstance(usage, (dict, type(None))):
             raise TypeError("content must be a list and usage an object")
-        texts = [b.get("text") for b in blocks if isinstance(b, dict) and b.get("type") == "text"]
+        texts: list[Any] = [b.get("text") for b in blocks if isinstance(b, dict) and b.get("type") == "text"]
         if not all(isinstance(t, str) for t in texts):
             raise TypeError("a text block without text")
         text = "".join(texts)
