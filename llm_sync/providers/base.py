@@ -106,16 +106,17 @@ def parse_retry_after(headers: Mapping[str, str], now: Optional[float] = None,
                 seconds = parsedate_to_datetime(value).timestamp() - (time.time() if now is None else now)
             except (TypeError, ValueError, IndexError, OverflowError):
                 seconds = None
-    if seconds is None or math.isnan(seconds):
+    if seconds is None:
         return None
     return min(max(0.0, seconds), maximum)
 
 
 def _seconds(value: str, per_second: float) -> Optional[float]:
     try:
-        return float(value) / per_second
+        seconds = float(value) / per_second
     except (ValueError, OverflowError):
         return None
+    return None if math.isnan(seconds) else seconds
 
 
 class StreamDecoder(ABC):
