@@ -147,7 +147,7 @@ def messages(exchange: Exchange) -> None:
             "model": body["model"],
             "stop_reason": _STOP_REASONS[done.finish],
             "stop_sequence": done.stop_sequence,
-            "usage": {"input_tokens": input_tokens, "output_tokens": done.output_tokens},
+            "usage": exchange.usage({"input_tokens": input_tokens, "output_tokens": done.output_tokens}),
         },
         admission.headers,
     )
@@ -189,7 +189,7 @@ def _stream(
                 "model": body["model"],
                 "stop_reason": None,
                 "stop_sequence": None,
-                "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+                "usage": exchange.usage({"input_tokens": input_tokens, "output_tokens": 1}),
             },
         },
     )
@@ -230,7 +230,7 @@ def _stream(
                 "stop_reason": _STOP_REASONS[done.finish],
                 "stop_sequence": done.stop_sequence,
             },
-            "usage": {"output_tokens": done.output_tokens},
+            "usage": exchange.usage({"output_tokens": done.output_tokens}),
         },
     )
     exchange.sse("message_stop", {"type": "message_stop"})

@@ -24,6 +24,8 @@ __all__ = ["Exchange"]
 _SECRET_HEADERS = frozenset({"x-api-key", "authorization", "api-key"})
 _OPENAI_PREFIXES = ("/v1/chat/", "/v1/completions", "/v1/embeddings", "/v1/responses")
 _REDACTED = "***"
+# Usage figures by their Anthropic names, as OpenAI calls them.
+_OPENAI_USAGE = {"input_tokens": "prompt_tokens", "output_tokens": "completion_tokens"}
 
 
 class Exchange:
@@ -59,19 +61,32 @@ class Exchange:
         self.key_index = self._resolve_key()
         self.number = self.sim._next_number()
         self.answered = False
+        self.extra_headers: dict[str, str] = {}
+        """Added to (and overriding) the answer's headers: set by answer faults."""
+        self.usage_override: dict[str, Any] = {}
+        """Usage figures (Anthropic names) the answer reports instead of the true ones."""
 
     @property
     def request_id(self) -> str:
         return f"req_sim_{self.number}"
 
     def _resolve_key(self) -> int | None:
-        if self.family == "openai":
-            scheme, _, value = self.headers.get("authorization", "").partition(" ")
-            presented = value.strip() if scheme.lower() == "bearer" else ""
-        else:
-            presented = self.headers.get("x-api-key", "")
+        presented = self.presented_key()
         keys = self.sim.keys
         return keys.index(presented) if presented in keys else None
+
+    def presented_key(self) -> str:
+        """The key the request carried, as sent ("" if none)."""
+        if self.family == "openai":
+            scheme, _, value = self.headers.get("authorization", "").partition(" ")
+            return value.strip() if scheme.lower() == "bearer" else ""
+        return self.headers.get("x-api-key", "")
+
+    def usage(self, figures: Mapping[str, Any]) -> dict[str, Any]:
+        """``figures`` with any usage fault's values in place of the true ones."""
+        names = _OPENAI_USAGE if self.family == "openai" else {}
+        override = {names.get(name, name): value for name, value in self.usage_override.items()}
+        return {name: override.get(name, value) for name, value in figures.items()}
 
     def _redacted_headers(self) -> dict[str, str]:
         redacted: dict[str, str] = {}
@@ -100,7 +115,7 @@ class Exchange:
         handler.send_response(status)
         id_header = "x-request-id" if self.family == "openai" else "request-id"
         handler.send_header(id_header, self.request_id)
-        for name, value in headers.items():
+        for name, value in {**headers, **self.extra_headers}.items():
             handler.send_header(name, value)
         handler.end_headers()
 

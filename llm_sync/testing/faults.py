@@ -6,7 +6,9 @@ request it matches.  Request-level faults (a status, quota exhaustion, invalid
 JSON, a dropped connection, a redirect) replace the answer and skip auth,
 validation and rate limits.  Stream faults (an error event, a truncated
 stream) only match requests whose stream actually starts, so they are not used
-up by a count_tokens call or by a request rejected before streaming.
+up by a count_tokens call or by a request rejected before streaming.  Answer
+faults (extra headers, absurd usage, a header echoing the key) let the request
+be answered as usual and only alter that answer.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class FaultKind(enum.Enum):
     REDIRECT = "redirect"
     STREAM_ERROR = "stream_error"
     TRUNCATED_STREAM = "truncated_stream"
+    HEADERS = "headers"
+    USAGE = "usage"
+    ECHO_KEY = "echo_key"
 
     @property
     def in_stream(self) -> bool:
@@ -51,6 +56,8 @@ class Fault:
     delay: float = 0.0
     after_chunks: int = 0
     location: str | None = None
+    usage: Mapping[str, Any] = field(default_factory=dict)
+    echo_header: str | None = None
 
     def __post_init__(self) -> None:
         if self.count < 1:

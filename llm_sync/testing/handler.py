@@ -203,5 +203,24 @@ def _apply_fault(exchange: Exchange, fault: Fault) -> None:
     elif fault.kind is FaultKind.REDIRECT:
         headers = {"location": fault.location or "/", **fault.headers}
         exchange.send_bytes(fault.status, b"", headers)
+    elif fault.kind in (FaultKind.HEADERS, FaultKind.USAGE, FaultKind.ECHO_KEY):
+        _alter_answer(exchange, fault)
     else:  # pragma: no cover - stream faults never match here
         raise AssertionError(f"unexpected fault kind {fault.kind}")
+
+
+def _alter_answer(exchange: Exchange, fault: Fault) -> None:
+    """Answer as usual, altered: extra headers, other usage figures, or a
+    header (and, for an error status, the body's ``request_id``) that
+    echoes the key the request presented, as a careless proxy would."""
+    exchange.extra_headers.update(fault.headers)
+    exchange.usage_override.update(fault.usage)
+    if fault.kind is FaultKind.ECHO_KEY:
+        presented = exchange.presented_key()
+        exchange.extra_headers[fault.echo_header or "x-echo-key"] = presented
+        if fault.status != 200:
+            body = {"type": "error", "error": {"type": "api_error", "message": "Simulated failure"},
+                    "request_id": presented}
+            exchange.send_json(fault.status, body)
+            return
+    _route(exchange)

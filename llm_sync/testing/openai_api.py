@@ -133,11 +133,11 @@ def chat_completions(exchange: Exchange) -> None:
     if not admission.allowed:
         _reject(exchange, admission)
         return
-    usage = {
+    usage = exchange.usage({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": done.output_tokens,
         "total_tokens": prompt_tokens + done.output_tokens,
-    }
+    })
     if body.get("stream"):
         _stream(exchange, done, usage, admission.headers)
         return

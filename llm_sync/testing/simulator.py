@@ -322,6 +322,53 @@ class Simulator:
             raise ValueError(f"status must be a redirect status, got {status}")
         self._add(FaultKind.REDIRECT, count, key_index, path, status=status, location=location)
 
+    def inject_headers(
+        self,
+        headers: Mapping[str, str],
+        *,
+        count: int = 1,
+        key_index: int | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Answer the next ``count`` matching requests as usual, plus ``headers``
+        (overriding the simulator's own): absurd rate-limit figures, say
+        ``{"anthropic-ratelimit-requests-limit": "0.0001"}``."""
+        self._add(FaultKind.HEADERS, count, key_index, path, headers=dict(headers))
+
+    def inject_usage(
+        self,
+        usage: Mapping[str, Any],
+        *,
+        count: int = 1,
+        key_index: int | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Answer as usual, but report ``usage`` (``input_tokens`` and/or
+        ``output_tokens``, any JSON value: ``10**15``, ``-1``, ``"many"``) in place
+        of the true figures; for OpenAI they become ``prompt_tokens`` and
+        ``completion_tokens``.  The key's buckets are charged the true amounts."""
+        unknown = set(usage) - {"input_tokens", "output_tokens"}
+        if unknown:
+            raise ValueError(f"usage takes input_tokens and output_tokens, not {sorted(unknown)}")
+        self._add(FaultKind.USAGE, count, key_index, path, usage=dict(usage))
+
+    def inject_echo_key(
+        self,
+        header: str = "x-echo-key",
+        *,
+        status: int = 200,
+        count: int = 1,
+        key_index: int | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Echo the key the request presented in response header ``header``:
+        on the usual answer (``status=200``), or on an error answer of
+        ``status`` whose body's ``request_id`` echoes it too.  Clients must
+        never show it (in errors, their headers, reprs, pickles or logs)."""
+        if not isinstance(status, int) or not 200 <= status <= 599:
+            raise ValueError(f"status must be 200 or an error status, got {status!r}")
+        self._add(FaultKind.ECHO_KEY, count, key_index, path, status=status, echo_header=header)
+
     def pending_faults(self) -> list[Fault]:
         """Snapshot of the faults not yet used up, in firing order."""
         return self._faults.pending()
