@@ -547,6 +547,15 @@ def answer_ok(conn: socket.socket) -> None:
 def answer_truncated(conn: socket.socket) -> None:
     conn.recv(65536)
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"a\"")
+    # End our side cleanly (FIN, not RST): read whatever else the client
+    # sent, so closing with unread data never resets the connection.
+    conn.shutdown(socket.SHUT_WR)
+    conn.settimeout(2.0)
+    try:
+        while conn.recv(65536):
+            pass
+    except OSError:
+        pass
 
 
 def never_answer(conn: socket.socket) -> None:
