@@ -6,7 +6,10 @@ request it matches.  Request-level faults (a status, quota exhaustion, invalid
 JSON, a dropped connection, a redirect) replace the answer and skip auth,
 validation and rate limits.  Stream faults (an error event, a truncated
 stream) only match requests whose stream actually starts, so they are not used
-up by a count_tokens call or by a request rejected before streaming.
+up by a count_tokens call or by a request rejected before streaming.  Wire
+faults (an interim ``1xx`` response, a trickling or stalling body) change how
+the answer travels, not what it is: they match any request, at most one per
+request, and the answer itself is still decided by the rest of the queue.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ class FaultKind(enum.Enum):
     REDIRECT = "redirect"
     STREAM_ERROR = "stream_error"
     TRUNCATED_STREAM = "truncated_stream"
+    INTERIM = "interim"
+    TRICKLE = "trickle"
+
+    @property
+    def on_wire(self) -> bool:
+        """Whether the fault changes how the answer travels rather than what it is."""
+        return self in (FaultKind.INTERIM, FaultKind.TRICKLE)
 
     @property
     def in_stream(self) -> bool:
@@ -51,6 +61,9 @@ class Fault:
     delay: float = 0.0
     after_chunks: int = 0
     location: str | None = None
+    chunk_size: int = 1
+    interval: float = 0.0
+    stall_after: int | None = None
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -59,10 +72,14 @@ class Fault:
             raise ValueError(f"delay must not be negative, got {self.delay}")
         if self.after_chunks < 0:
             raise ValueError(f"after_chunks must not be negative, got {self.after_chunks}")
+        if self.chunk_size < 1 or not 0 <= self.interval < float("inf"):
+            raise ValueError("chunk_size must be at least 1 and interval a finite number >= 0")
+        if self.stall_after is not None and self.stall_after < 0:
+            raise ValueError(f"stall_after must not be negative, got {self.stall_after}")
 
-    def matches(self, path: str, key_index: int | None, in_stream: bool) -> bool:
+    def matches(self, path: str, key_index: int | None, in_stream: bool, on_wire: bool = False) -> bool:
         """Whether this fault applies to a request (at the given phase)."""
-        if self.kind.in_stream != in_stream:
+        if self.kind.in_stream != in_stream or self.kind.on_wire != on_wire:
             return False
         if self.path is not None and self.path != path:
             return False
@@ -81,11 +98,11 @@ class FaultQueue:
         with self._lock:
             self._faults.append(fault)
 
-    def take(self, path: str, key_index: int | None, *, in_stream: bool) -> Fault | None:
+    def take(self, path: str, key_index: int | None, *, in_stream: bool, on_wire: bool = False) -> Fault | None:
         """Use up one hit of the oldest matching fault, if any."""
         with self._lock:
             for position, fault in enumerate(self._faults):
-                if fault.matches(path, key_index, in_stream):
+                if fault.matches(path, key_index, in_stream, on_wire):
                     if fault.count > 1:
                         self._faults[position] = replace(fault, count=fault.count - 1)
                     else:
