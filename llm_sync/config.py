@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Union
+from typing import Annotated, Any, Literal, Mapping, Optional, Union
 
 import yaml
 from pydantic import (
@@ -100,13 +100,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Seconds a wait may last: ``inf`` is no bound at all and ``nan`` compares
+# false with everything, so neither is a timeout.
+FiniteSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
 class TimeoutConfig(_Strict):
     """``connect`` and ``read`` go to requests; ``total`` bounds a whole call
-    (waiting for a lease, limits and retries included)."""
+    (waiting for a lease, limits and retries included). Each is a positive,
+    finite number of seconds (no ``total``: None)."""
 
-    connect: PositiveFloat = DEFAULT_CONNECT_TIMEOUT
-    read: PositiveFloat = DEFAULT_READ_TIMEOUT
-    total: Optional[PositiveFloat] = None
+    connect: FiniteSeconds = DEFAULT_CONNECT_TIMEOUT
+    read: FiniteSeconds = DEFAULT_READ_TIMEOUT
+    total: Optional[FiniteSeconds] = None
 
     @classmethod
     def coerce(cls, value: Any) -> Any:
@@ -114,8 +120,8 @@ class TimeoutConfig(_Strict):
         if isinstance(value, bool):
             return value
         if isinstance(value, (int, float)):
-            if value <= 0:
-                raise ValueError("timeout must be positive")
+            if not 0 < value < float("inf"):
+                raise ValueError("timeout must be a positive, finite number of seconds")
             return {"connect": min(float(value), DEFAULT_CONNECT_TIMEOUT), "read": float(value)}
         return value
 

@@ -11,7 +11,8 @@
     │   │   └── LLMStreamError    a stream failed or was closed after text
     │   │                         was yielded (.partial_text, .cancelled)
     │   └── LLMTimeoutError       connect or read timeout, deadline passed
-    │       │                     (.deadline_passed)
+    │       │                     (.deadline_passed, .kind: "connect" |
+    │       │                     "read" | "deadline" | "pool")
     │       └── LLMPoolExhaustedError  no lease free within acquire_timeout
     └── LLMProviderError          the server answered with an error status
         │                         .status_code, .error_type, .code,
@@ -169,12 +170,20 @@ class LLMTimeoutError(LLMTransportError):
     """The call's own deadline passed (not just one read): no time is left
     for a retry."""
 
+    kind: str = "deadline"
+    """What ran out: ``"connect"`` (the connect timeout: nothing was sent),
+    ``"read"`` (the read timeout: the server went quiet that long),
+    ``"deadline"`` (a limit of the call itself: its ``timeout`` — then
+    ``deadline_passed`` is True — or a wait bounded by it), ``"pool"`` (no
+    lease within ``pool.acquire_timeout``)."""
+
 
 class LLMPoolExhaustedError(LLMTimeoutError):
     """No lease became free within ``pool.acquire_timeout``: the call waited
     too long and nothing was sent."""
 
     sent = False
+    kind = "pool"
 
 
 class LLMStreamError(LLMConnectionError):

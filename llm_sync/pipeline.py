@@ -28,6 +28,7 @@ endpoint and keeps no per-call state; per-call state lives in the call's
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, Callable, Optional, TypeVar, Union, cast
 
 import requests
@@ -48,7 +49,8 @@ from .providers.base import LLMRequest, Provider
 from .ratelimit.limiter import Cost, ProviderLimiter, Reservation
 from .streaming import Stream
 from .tokens import estimate_tokens
-from .transport import BODY_READ_ERRORS, HTTPRequest, read_error, send
+from .transport import BODY_READ_ERRORS, HTTPRequest, deadline_error, read_error, send
+from .wire import DeadlineWatch
 
 __all__ = ["Pipeline", "Sends", "exchange"]
 
@@ -59,16 +61,15 @@ Result = Union[LLMResponse, Stream]
 
 
 def exchange(session: requests.Session, http_request: HTTPRequest, lease_auth: Any,
-             timeout: HTTPTimeout) -> tuple[requests.Response, bytes]:
+             timeout: HTTPTimeout, deadline: Optional[float] = None) -> tuple[requests.Response, bytes]:
     """The transport step of a non-streamed call: send, read the whole
-    body, close. Transport failures arrive translated (llm_sync errors)."""
-    http = send(session, http_request, lease_auth, timeout)
-    try:
-        return http, http.content
-    except BODY_READ_ERRORS as exc:
-        raise read_error(exc, http.url) from exc
-    finally:
-        http.close()
+    body, close. Transport failures arrive translated (llm_sync errors).
+    The body is read under the call's ``deadline`` (a DeadlineWatch), not
+    only a per-read socket timeout, so a trickling body cannot outlast it;
+    a body not read to its end closes its connection (never pooled)."""
+    with DeadlineWatch(deadline) as watch:
+        http = send(session, replace(http_request, stream=True), lease_auth, timeout, watch)
+        return _drain(http, watch)
 
 
 class Sends:
@@ -294,7 +295,7 @@ class Pipeline:
             timeout = self._attempt_timeout(context)
             self.limiter.mark_sent(reservation)
             started = time.monotonic()
-            http, content = exchange(lease.session, http_request, lease.key.auth, timeout)
+            http, content = exchange(lease.session, http_request, lease.key.auth, timeout, context.deadline)
             response = self.provider.parse_response(http, content, started, lease.key.client_id)
         except LLMError as error:
             sends.fail(reservation, error)
@@ -312,24 +313,27 @@ class Pipeline:
         retried like any other."""
         reservation = sends.take(request)
         key = lease.key
+        watch = DeadlineWatch(context.deadline)  # the stream's to close once it owns it
         try:
             http_request = self.provider.build_request(request)
             timeout = self._attempt_timeout(context)
             self.limiter.mark_sent(reservation)
             started = time.monotonic()
-            http = send(lease.session, http_request, key.auth, timeout)
+            http = send(lease.session, http_request, key.auth, timeout, watch)
             if http.status_code != 200:
-                _, content = _drain(http)
+                _, content = _drain(http, watch)
                 raise self.provider.error_from_response(http, content)
-            stream = Stream(http, self.provider, key.client_id, started, deadline=context.deadline)
+            stream = Stream(http, self.provider, key.client_id, started, deadline=context.deadline, watch=watch)
             self.limiter.observe(reservation, stream.headers)  # its key has answered
             stream.add_finisher(lambda response, error: self._finish(sends, reservation, response, error))
             stream.prime()
         except LLMError as error:
+            watch.close()
             sends.fail(reservation, error)  # a no-op if the stream's finisher settled it
             sends.requeue_or_raise(error)
             raise
         except BaseException as error:
+            watch.close()
             sends.fail(reservation, error)
             raise
         stream.context = context
@@ -357,16 +361,22 @@ class Pipeline:
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         with self.pool.acquire(timeout) as lease:
             http, content = exchange(lease.session, http_request, lease.key.auth,
-                                     cut_timeout(*self.base_timeout, deadline))
+                                     cut_timeout(*self.base_timeout, deadline), deadline)
         return self.provider.parse_count(http, content)
 
 
-def _drain(http: requests.Response) -> tuple[requests.Response, bytes]:
-    """Read an error answer's body, then close it."""
+def _drain(http: requests.Response, watch: DeadlineWatch) -> tuple[requests.Response, bytes]:
+    """Read a whole body, then close it: a body read to its end leaves its
+    connection pooled; any other (failed, cut by the deadline) closes it.
+    A body the watch cut may look complete (one read until close): the
+    deadline is checked after the read, too."""
     try:
-        return http, http.content
+        content = http.content
+        if watch.fired:
+            raise deadline_error(http.url)
+        return http, content
     except BODY_READ_ERRORS as exc:
-        raise read_error(exc, http.url) from exc
+        raise read_error(exc, http.url, watch) from exc
     finally:
         http.close()
 

@@ -26,7 +26,8 @@ from .errors import LLMConnectionError, LLMError, LLMProviderError, LLMStreamErr
 from .models import LLMResponse
 from .providers.base import SHAPE_ERRORS, Provider, StreamDecoder
 from .sse import SSEParser
-from .transport import BODY_READ_ERRORS, interrupt, read_error
+from .transport import BODY_READ_ERRORS, deadline_error, interrupt, read_error
+from .wire import DeadlineWatch
 
 __all__ = ["Stream", "StreamFinisher", "iter_body"]
 
@@ -79,6 +80,7 @@ class Stream:
         started: float,
         owner: Optional[StreamOwner] = None,
         deadline: Optional[float] = None,
+        watch: Optional[DeadlineWatch] = None,
     ) -> None:
         self._http = http
         self._provider = provider
@@ -87,6 +89,7 @@ class Stream:
         self._started = started
         self._owner = owner
         self._deadline = deadline
+        self._watch = watch  # shuts the socket at the deadline, also mid-chunk; closed with the stream
         self._finishers: list[StreamFinisher] = []
         self._parser = SSEParser()
         self._pending: list[str] = []
@@ -184,6 +187,8 @@ class Stream:
             self._closed = True
             cancelled = not self._ended
             self._ended = True
+        if self._watch is not None:
+            self._watch.close()
         try:
             if cancelled:
                 self._pending.clear()  # closed by the caller: nothing more to read
@@ -223,14 +228,18 @@ class Stream:
     def _pump(self) -> None:
         """Read one network chunk; queue its text; finish at the end."""
         if self._deadline is not None and time.monotonic() > self._deadline:
-            self._fail(LLMTimeoutError("the call's timeout passed while the stream was being read"))
+            self._fail(LLMTimeoutError("the call's timeout passed while the stream was being read",
+                                       deadline_passed=True, kind="deadline"))
             return
         if self._body is None:
             self._body = iter_body(self._http)
         try:
             chunk = next(self._body, None)
         except BODY_READ_ERRORS as exc:
-            self._fail(read_error(exc, self._http.url))
+            self._fail(read_error(exc, self._http.url, self._watch))
+            return
+        if self._watch is not None and self._watch.fired:  # what was read may be cut short
+            self._fail(deadline_error(self._http.url))
             return
         events = self._parser.feed(chunk) if chunk is not None else self._parser.close()
         try:

@@ -4,7 +4,9 @@
 Keys never live on a Session: each request carries a :class:`KeyAuth`, so
 one kept-alive Session (and its connections) can serve any key of the
 provider, and nothing key-bearing outlives the request. Redirects are never
-followed, so a key can never be carried to another host.
+followed, so a key can never be carried to another host. Interim ``1xx``
+responses are read past, never taken for the answer, and a call's deadline
+holds while its bytes trickle in (both: :mod:`llm_sync.wire`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 
 from .errors import (
     LLMConfigError,
@@ -30,6 +31,7 @@ from .errors import (
     LLMTransportError,
     LLMValidationError,
 )
+from .wire import MAX_INTERIM_RESPONSES, DeadlineWatch, FinalResponseAdapter, TooManyInterimResponses
 
 __all__ = [
     "KeyAuth",
@@ -38,6 +40,7 @@ __all__ = [
     "send",
     "translate_transport_error",
     "read_error",
+    "deadline_error",
     "interrupt",
     "is_loopback",
     "BODY_READ_ERRORS",
@@ -100,7 +103,7 @@ def build_session(connections_per_host: int = 2, trust_env: bool = True) -> requ
     session = requests.Session()
     session.trust_env = trust_env
     session.headers["User-Agent"] = USER_AGENT
-    adapter = HTTPAdapter(
+    adapter = FinalResponseAdapter(
         pool_connections=4,
         pool_maxsize=connections_per_host,
         max_retries=0,
@@ -116,26 +119,32 @@ def send(
     request: HTTPRequest,
     auth: KeyAuth,
     timeout: tuple[float, Optional[float]],
+    watch: Optional[DeadlineWatch] = None,
 ) -> requests.Response:
     """Send one request; any transport failure is raised as the error
     :func:`translate_transport_error` makes of it, ``from`` the original —
     except where the original's text may echo a header value (a key): then
-    it is dropped."""
+    it is dropped. ``watch`` (the call's deadline) may cut the wait for the
+    response head short: then the error is :func:`deadline_error`'s."""
     echoed: Optional[LLMError] = None
     try:
-        return session.request(
-            request.method,
-            request.url,
-            json=request.json,
-            headers=request.headers,
-            auth=auth,
-            timeout=timeout,
-            stream=request.stream,
-            allow_redirects=False,
-        )
+        with (watch or _NO_WATCH).sending():
+            return session.request(
+                request.method,
+                request.url,
+                json=request.json,
+                headers=request.headers,
+                auth=auth,
+                timeout=timeout,
+                stream=request.stream,
+                allow_redirects=False,
+            )
     except SEND_ERRORS as exc:
         headers = {**session.headers, **request.headers, **auth._headers}
         error = translate_transport_error(exc, request.url, timeout=timeout, headers=headers)
+        if watch is not None and isinstance(error, LLMTransportError) and (
+                watch.fired or (isinstance(error, LLMTimeoutError) and watch.expired())):
+            error = deadline_error(request.url, "waiting for the response from", sent=error.sent)
         if not _is_header_error(exc):
             raise error from exc
         echoed = error
@@ -181,6 +190,7 @@ SEND_ERRORS = BODY_READ_ERRORS + (ValueError,)
 """What sending may raise (a ValueError: the request could not be built)."""
 
 Phase = Literal["send", "read"]
+_NO_WATCH = DeadlineWatch(None)
 
 # Client mistakes: the request can never be sent as built. Raised at once,
 # never retried.
@@ -253,7 +263,7 @@ def translate_transport_error(
 
     if phase == "read":  # the server answered: whatever fails now, it got the request
         if seen(*_READ_TIMEOUTS):
-            return LLMTimeoutError(f"read timed out while receiving from {host}")
+            return LLMTimeoutError(f"read timed out while receiving from {host}", kind="read")
         return LLMConnectionError(f"connection lost while receiving from {host}: {_reason(chain)}")
     if seen(*_BAD_URL):
         reason = _first(chain, _BAD_URL) or exc
@@ -268,10 +278,12 @@ def translate_transport_error(
     if seen(requests.exceptions.ConnectTimeout) or (
             seen(urllib3.exceptions.ConnectTimeoutError) and not seen(*_NEVER_CONNECTED)):
         after = f" after {connect}s" if connect is not None else ""
-        return LLMTimeoutError(f"connect to {host} timed out{after}", sent=False)
+        return LLMTimeoutError(f"connect to {host} timed out{after}", sent=False, kind="connect")
     if seen(*_READ_TIMEOUTS):
         within = f" ({read}s)" if read is not None else ""
-        return LLMTimeoutError(f"no response from {host} within the read timeout{within}")
+        return LLMTimeoutError(f"no response from {host} within the read timeout{within}", kind="read")
+    if seen(TooManyInterimResponses):
+        return LLMConnectionError(f"{host} sent more than {MAX_INTERIM_RESPONSES} interim (1xx) responses")
     if seen(*_TLS_ERRORS):
         return LLMConnectionError(f"TLS error talking to {host}", sent=False)
     if seen(*_NEVER_CONNECTED):
@@ -285,12 +297,24 @@ def translate_transport_error(
     return LLMConnectionError(f"request to {host} failed: {_reason(chain)}")
 
 
-def read_error(exc: BaseException, url: str) -> LLMTransportError:
+def read_error(exc: BaseException, url: str, watch: Optional[DeadlineWatch] = None) -> LLMTransportError:
     """Translate a failure while reading a (streamed) body:
-    :func:`translate_transport_error` with ``phase="read"``."""
+    :func:`translate_transport_error` with ``phase="read"`` — or, once the
+    call's deadline (``watch``) has passed, :func:`deadline_error`: a
+    socket the watch shut, or one cut to the time left, is the deadline's
+    doing, not the server's."""
+    if watch is not None and watch.expired():
+        return deadline_error(url, "receiving from")
     error = translate_transport_error(exc, url, phase="read")
     assert isinstance(error, LLMTransportError)
     return error
+
+
+def deadline_error(url: str, doing: str = "receiving from", *, sent: bool = True) -> LLMTimeoutError:
+    """The call's own timeout passed while it was ``doing`` (something
+    with the host of ``url``): no time is left to retry."""
+    return LLMTimeoutError(f"the call's timeout passed while {doing} {_host(url)}", sent=sent,
+                           deadline_passed=True, kind="deadline")
 
 
 def translate_connection_error(exc: BaseException, url: str) -> LLMError:

@@ -249,6 +249,18 @@ def test_bad_timeout_named(value):
     assert "providers.anthropic.timeout" in config_error(timeout=value)
 
 
+@pytest.mark.parametrize("value, field", [
+    (float("inf"), "timeout"), (float("nan"), "timeout"),
+    ({"connect": float("inf")}, "timeout.connect"), ({"read": float("inf")}, "timeout.read"),
+    ({"read": float("nan")}, "timeout.read"), ({"total": float("nan")}, "timeout.total"),
+    ({"total": float("inf")}, "timeout.total"), ({"total": "inf"}, "timeout.total"),
+])
+def test_a_timeout_must_be_finite(value, field):
+    """inf is no bound, and nan compares false with every deadline."""
+    message = config_error(timeout=value)
+    assert f"providers.anthropic.{field}" in message and "finite" in message
+
+
 # --- files and the environment ------------------------------------------------------
 
 

@@ -329,6 +329,7 @@ SAMPLE_VALUES: dict[str, Any] = {
     "retry_after": 2.5,
     "headers": {"retry-after": "2", "x-request-id": "req_42"},
     "partial_text": "Once upon a time",
+    "kind": "connect",
 }
 
 

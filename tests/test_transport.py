@@ -78,7 +78,7 @@ CONNECT_TIMEOUTS = [
 def test_connect_timeout_is_a_timeout_that_sent_nothing(exc):
     error = translate(exc)
     assert type(error) is LLMTimeoutError
-    assert error.sent is False
+    assert error.sent is False and error.kind == "connect"
     assert error.message == f"connect to {HOST} timed out after 3.0s"
     assert is_retryable(error)
 
@@ -99,14 +99,14 @@ def test_read_timeout_while_waiting_for_the_answer(exc):
     assert type(error) is LLMTimeoutError
     assert error.sent is True
     assert error.message == f"no response from {HOST} within the read timeout (60.0s)"
-    assert error.deadline_passed is False and is_retryable(error)
+    assert error.deadline_passed is False and error.kind == "read" and is_retryable(error)
 
 
 @pytest.mark.parametrize("exc", READ_TIMEOUTS)
 def test_read_timeout_while_reading_a_body(exc):
     error = read_error(exc, URL)
     assert type(error) is LLMTimeoutError
-    assert error.sent is True
+    assert error.sent is True and error.kind == "read"
     assert error.message == f"read timed out while receiving from {HOST}"
 
 
@@ -539,13 +539,32 @@ def loopback_server() -> Iterator[Callable[[Callable[[socket.socket], None]], st
         server.close()
 
 
+def read_request(conn: socket.socket) -> None:
+    """Read a whole request (head and body): closing with part of it unread
+    would reset the connection, racing the client's read of the answer."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        body += chunk
+
+
 def answer_ok(conn: socket.socket) -> None:
-    conn.recv(65536)
+    read_request(conn)
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
 
 
 def answer_truncated(conn: socket.socket) -> None:
-    conn.recv(65536)
+    read_request(conn)
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"a\"")
     # End our side cleanly (FIN, not RST): read whatever else the client
     # sent, so closing with unread data never resets the connection.
@@ -559,7 +578,7 @@ def answer_truncated(conn: socket.socket) -> None:
 
 
 def never_answer(conn: socket.socket) -> None:
-    conn.recv(65536)
+    read_request(conn)
     threading.Event().wait(1.0)
 
 

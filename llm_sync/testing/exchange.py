@@ -11,7 +11,7 @@ recording.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .error_bodies import DEFAULT, anthropic_error, openai_error
@@ -65,6 +65,8 @@ class Exchange:
         """Added to (and overriding) the answer's headers: set by answer faults."""
         self.usage_override: dict[str, Any] = {}
         """Usage figures (Anthropic names) the answer reports instead of the true ones."""
+        self.write_body: Callable[[bytes], object] = handler.wfile.write
+        """Where body bytes go (a wire fault may slow them down)."""
 
     @property
     def request_id(self) -> str:
@@ -132,7 +134,7 @@ class Exchange:
         all_headers.update(headers or {})
         self._send_head(status, all_headers)
         if payload:
-            self.handler.wfile.write(payload)
+            self.write_body(payload)
 
     def send_json(
         self, status: int, payload: Any, headers: Mapping[str, str] | None = None
@@ -174,7 +176,7 @@ class Exchange:
     def write_chunk(self, data: bytes) -> None:
         """Write one chunk of a chunked body."""
         if data:
-            self.handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.write_body(b"%x\r\n%s\r\n" % (len(data), data))
 
     def sse(self, event: str | None, data: Any) -> None:
         """Write one server-sent event (``event:`` line only when named)."""
@@ -184,7 +186,7 @@ class Exchange:
 
     def end_stream(self) -> None:
         """Write the chunked terminator; the connection stays reusable."""
-        self.handler.wfile.write(b"0\r\n\r\n")
+        self.write_body(b"0\r\n\r\n")
 
     def abort(self) -> None:
         """Drop the connection mid-body, as a failing proxy would."""

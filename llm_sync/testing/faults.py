@@ -8,7 +8,9 @@ validation and rate limits.  Stream faults (an error event, a truncated
 stream) only match requests whose stream actually starts, so they are not used
 up by a count_tokens call or by a request rejected before streaming.  Answer
 faults (extra headers, absurd usage, a header echoing the key) let the request
-be answered as usual and only alter that answer.
+be answered as usual and only alter that answer.  Wire faults (an interim ``1xx`` response, a trickling or stalling body) change how
+the answer travels, not what it is: they match any request, at most one per
+request, and the answer itself is still decided by the rest of the queue.
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ class FaultKind(enum.Enum):
     HEADERS = "headers"
     USAGE = "usage"
     ECHO_KEY = "echo_key"
+    INTERIM = "interim"
+    TRICKLE = "trickle"
+
+    @property
+    def on_wire(self) -> bool:
+        """Whether the fault changes how the answer travels rather than what it is."""
+        return self in (FaultKind.INTERIM, FaultKind.TRICKLE)
 
     @property
     def in_stream(self) -> bool:
@@ -58,6 +67,9 @@ class Fault:
     location: str | None = None
     usage: Mapping[str, Any] = field(default_factory=dict)
     echo_header: str | None = None
+    chunk_size: int = 1
+    interval: float = 0.0
+    stall_after: int | None = None
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -66,10 +78,14 @@ class Fault:
             raise ValueError(f"delay must not be negative, got {self.delay}")
         if self.after_chunks < 0:
             raise ValueError(f"after_chunks must not be negative, got {self.after_chunks}")
+        if self.chunk_size < 1 or not 0 <= self.interval < float("inf"):
+            raise ValueError("chunk_size must be at least 1 and interval a finite number >= 0")
+        if self.stall_after is not None and self.stall_after < 0:
+            raise ValueError(f"stall_after must not be negative, got {self.stall_after}")
 
-    def matches(self, path: str, key_index: int | None, in_stream: bool) -> bool:
+    def matches(self, path: str, key_index: int | None, in_stream: bool, on_wire: bool = False) -> bool:
         """Whether this fault applies to a request (at the given phase)."""
-        if self.kind.in_stream != in_stream:
+        if self.kind.in_stream != in_stream or self.kind.on_wire != on_wire:
             return False
         if self.path is not None and self.path != path:
             return False
@@ -88,11 +104,11 @@ class FaultQueue:
         with self._lock:
             self._faults.append(fault)
 
-    def take(self, path: str, key_index: int | None, *, in_stream: bool) -> Fault | None:
+    def take(self, path: str, key_index: int | None, *, in_stream: bool, on_wire: bool = False) -> Fault | None:
         """Use up one hit of the oldest matching fault, if any."""
         with self._lock:
             for position, fault in enumerate(self._faults):
-                if fault.matches(path, key_index, in_stream):
+                if fault.matches(path, key_index, in_stream, on_wire):
                     if fault.count > 1:
                         self._faults[position] = replace(fault, count=fault.count - 1)
                     else:

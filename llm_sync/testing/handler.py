@@ -22,6 +22,7 @@ from .error_bodies import anthropic_quota_error, openai_quota_error
 from .exchange import Exchange
 from .faults import Fault, FaultKind
 from .protocols import SimulatorState
+from .wire import apply_wire_fault
 
 __all__ = ["Exchange", "SimHandler", "SimServer"]
 
@@ -129,6 +130,9 @@ class SimHandler(BaseHTTPRequestHandler):
         try:
             if sim.latency > 0:
                 time.sleep(sim.latency)
+            wire = sim._faults.take(exchange.path, exchange.key_index, in_stream=False, on_wire=True)
+            if wire is not None:
+                exchange.write_body = apply_wire_fault(self, wire) or exchange.write_body
             fault = sim._faults.take(exchange.path, exchange.key_index, in_stream=False)
             if fault is not None:
                 _apply_fault(exchange, fault)

@@ -322,6 +322,46 @@ class Simulator:
             raise ValueError(f"status must be a redirect status, got {status}")
         self._add(FaultKind.REDIRECT, count, key_index, path, status=status, location=location)
 
+    def inject_interim(
+        self,
+        status: int = 103,
+        *,
+        headers: Mapping[str, str] | None = None,
+        count: int = 1,
+        key_index: int | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Send an interim ``1xx`` response (``103 Early Hints``) before the
+        answer of the next ``count`` matching requests."""
+        if not isinstance(status, int) or not 100 <= status <= 199 or status == 101:
+            raise ValueError(f"status must be an interim 1xx status other than 101, got {status!r}")
+        headers = dict(headers if headers is not None else {"link": "</style.css>; rel=preload"})
+        self._add(FaultKind.INTERIM, count, key_index, path, status=status, headers=headers)
+
+    def inject_trickle(
+        self,
+        chunk_size: int = 1,
+        interval: float = 0.05,
+        *,
+        stall_after: int | None = None,
+        count: int = 1,
+        key_index: int | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Send the body of the next ``count`` matching answers (plain or
+        streamed) ``chunk_size`` bytes every ``interval`` seconds; with
+        ``stall_after``, go silent after that many body bytes until the
+        client hangs up. The head is sent at once."""
+        self._add(FaultKind.TRICKLE, count, key_index, path,
+                  chunk_size=chunk_size, interval=interval, stall_after=stall_after)
+
+    def inject_stall(
+        self, after_bytes: int, *, count: int = 1, key_index: int | None = None, path: str | None = None
+    ) -> None:
+        """Send the first ``after_bytes`` of the body, then nothing more
+        until the client hangs up (a server that hangs half-way)."""
+        self.inject_trickle(1 << 20, 0.0, stall_after=after_bytes, count=count, key_index=key_index, path=path)
+
     def inject_headers(
         self,
         headers: Mapping[str, str],

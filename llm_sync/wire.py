@@ -1,0 +1,242 @@
+"""Two things http.client does not do for us on the wire.
+
+* **Interim responses.** http.client skips ``100 Continue`` but returns any
+  other ``1xx`` (``103 Early Hints``) as *the* response, with an empty body;
+  urllib3 then pools the connection with the real answer still unread, and
+  the next request on it reads that answer as its own. Connections made
+  here read past every interim response to the final one.
+* **Deadlines while bytes trickle in.** A socket timeout bounds each
+  ``recv``, not a body: a server sending a byte a second is never "slow".
+  A :class:`DeadlineWatch` shuts its call's socket when the call's deadline
+  passes, so the reader wakes wherever it is blocked (head, body, the
+  middle of one HTTP chunk) and the caller can report the deadline.
+
+Threading contract: the watchdog thread owns the schedule of watches; one
+lock guards it, the watches' state and the shutting of their sockets (a
+``shutdown()`` is a non-blocking syscall), so a watch closed by its call
+can never shut a socket afterwards — by then the connection may be back in
+the pool, serving the next call.
+"""
+
+from __future__ import annotations
+
+import heapq
+import http.client
+import itertools
+import os
+import socket
+import threading
+import time
+from typing import Any, Optional
+
+from requests.adapters import HTTPAdapter
+
+__all__ = ["DeadlineWatch", "FinalResponseAdapter", "MAX_INTERIM_RESPONSES", "TooManyInterimResponses",
+           "current_watch", "final_response_pool"]
+
+MAX_INTERIM_RESPONSES = 16
+"""More interim responses than this before the answer: a hostile server
+(each one costs a read, and the deadline is checked only per response)."""
+
+
+class TooManyInterimResponses(http.client.HTTPException):
+    """The server sent more than MAX_INTERIM_RESPONSES interim responses."""
+
+
+class _FinalResponse(http.client.HTTPResponse):
+    """An http.client response that reads past every interim ``1xx``
+    response (except ``101 Switching Protocols``, never requested here)."""
+
+    def _read_status(self) -> tuple[str, int, str]:
+        for _ in range(MAX_INTERIM_RESPONSES + 1):
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not 100 <= status < 200 or status == 101:
+                return version, status, reason
+            http.client.parse_headers(self.fp)  # the interim head: dropped
+        raise TooManyInterimResponses(f"more than {MAX_INTERIM_RESPONSES} interim responses")
+
+
+_final_classes: dict[type, type] = {}
+_classes_lock = threading.Lock()
+
+
+def _final_connection_class(base: type) -> type:
+    """``base`` (an urllib3 connection class) reading final responses only,
+    and showing its socket to the calling thread's :class:`DeadlineWatch`."""
+    with _classes_lock:
+        cls = _final_classes.get(base)
+        if cls is None:
+            def getresponse(self: Any, *args: Any, **kwargs: Any) -> Any:
+                watch = current_watch()
+                if watch is not None and self.sock is not None:
+                    watch.attach(self.sock)
+                return super(cls, self).getresponse(*args, **kwargs)  # type: ignore[arg-type]
+
+            cls = type(base.__name__, (base,), {"response_class": _FinalResponse, "getresponse": getresponse})
+            _final_classes[base] = cls
+        return cls
+
+
+def final_response_pool(pool: Any) -> Any:
+    """Make an urllib3 connection pool's future connections ours (see the
+    module docstring); returns ``pool``."""
+    base = pool.ConnectionCls
+    if base not in _final_classes.values():
+        pool.ConnectionCls = _final_connection_class(base)
+    return pool
+
+
+class FinalResponseAdapter(HTTPAdapter):
+    """An HTTPAdapter whose connections read past interim responses and
+    show their socket to the call's :class:`DeadlineWatch`."""
+
+    def get_connection_with_tls_context(self, *args: Any, **kwargs: Any) -> Any:
+        return final_response_pool(super().get_connection_with_tls_context(*args, **kwargs))
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:  # requests < 2.32.2
+        return final_response_pool(super().get_connection(*args, **kwargs))
+
+
+# --- deadlines ---------------------------------------------------------------
+
+_local = threading.local()
+
+
+def current_watch() -> Optional["DeadlineWatch"]:
+    """The watch of the request this thread is sending, if any."""
+    return getattr(_local, "watch", None)
+
+
+class DeadlineWatch:
+    """Shuts one call's socket when the call's deadline passes.
+
+    Created (armed) with the call's deadline — None: never fires — and
+    closed by the call once its response is read or abandoned; idempotent.
+    ``with watch.sending():`` lets the connection that sends the request
+    attach its socket. ``expired()`` tells a reader whose socket failed (or
+    ended early) that the deadline, not the server, ended it.
+    """
+
+    __slots__ = ("deadline", "fired", "_sock", "_closed")
+
+    def __init__(self, deadline: Optional[float]) -> None:
+        self.deadline = deadline
+        self.fired = False
+        self._sock: Any = None  # a socket.socket, or a TLS wrapper of one
+        self._closed = deadline is None
+        if deadline is not None:
+            _watchdog.add(self)
+
+    def expired(self) -> bool:
+        return self.fired or (self.deadline is not None and time.monotonic() >= self.deadline)
+
+    def attach(self, sock: Any) -> None:
+        """The socket to shut at the deadline (at once if it has passed)."""
+        with _watchdog.lock:
+            if self._closed:
+                return
+            self._sock = sock
+            if self.fired:
+                _shut(sock)
+
+    def sending(self) -> "_Sending":
+        return _Sending(self)
+
+    def close(self) -> None:
+        with _watchdog.lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._sock = None
+            _watchdog.live = max(0, _watchdog.live - 1)  # (a watch from before a fork)
+
+    def _fire(self) -> None:
+        """Called by the watchdog, under its lock."""
+        if self._closed:
+            return
+        self.fired = True
+        if self._sock is not None:
+            _shut(self._sock)
+
+    def __enter__(self) -> "DeadlineWatch":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "fired" if self.fired else "closed" if self._closed else "armed"
+        return f"<DeadlineWatch {state}>"
+
+
+class _Sending:
+    __slots__ = ("_watch", "_outer")
+
+    def __init__(self, watch: DeadlineWatch) -> None:
+        self._watch = watch
+
+    def __enter__(self) -> None:
+        self._outer = current_watch()
+        _local.watch = self._watch if self._watch.deadline is not None else None
+
+    def __exit__(self, *exc_info: Any) -> None:
+        _local.watch = self._outer
+
+
+def _shut(sock: Any) -> None:
+    """Shut ``sock`` for both directions; a TLS socket stays wrapped (its
+    reader then sees an EOF, an OSError — not a ValueError for an unwrapped
+    socket, as ``SSLSocket.shutdown`` would cause)."""
+    shutdown = socket.socket.shutdown if isinstance(sock, socket.socket) else type(sock).shutdown
+    try:
+        shutdown(sock, socket.SHUT_RDWR)
+    except (OSError, ValueError):
+        pass
+
+
+class _Watchdog:
+    """One daemon thread firing watches at their deadlines (started on
+    first use; a forked child starts its own)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._wake = threading.Condition(self.lock)
+        self._heap: list[tuple[float, int, DeadlineWatch]] = []
+        self._order = itertools.count()
+        self._thread: Optional[threading.Thread] = None
+        self.live = 0
+
+    def add(self, watch: DeadlineWatch) -> None:
+        assert watch.deadline is not None
+        with self.lock:
+            self.live += 1
+            if len(self._heap) > 64 and len(self._heap) > 2 * self.live:  # drop closed watches
+                self._heap = [entry for entry in self._heap if not entry[2]._closed]
+                heapq.heapify(self._heap)
+            heapq.heappush(self._heap, (watch.deadline, next(self._order), watch))
+            if self._heap[0][2] is watch:
+                self._wake.notify()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="llm-sync-deadlines", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        with self.lock:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][0] <= now or self._heap[0][2]._closed):
+                    heapq.heappop(self._heap)[2]._fire()
+                self._wake.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_watchdog = _Watchdog()
+
+
+def _after_fork_in_child() -> None:
+    global _watchdog, _classes_lock
+    _watchdog = _Watchdog()  # the parent's thread and lock do not exist here
+    _classes_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
