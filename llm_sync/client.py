@@ -21,7 +21,8 @@ from .errors import LLMClosedError, LLMValidationError
 from .models import LLMResponse, MessagesInput, normalize_messages
 from .pipeline import Pipeline
 from .pool import KeyPool
-from .providers.base import LLMRequest, Provider
+from .providers.base import LLMRequest, Provider, with_query
+from .sendable import HEADER_NAME, header_value_problem, utf8_problem
 from .streaming import Stream
 
 __all__ = ["LLMClient"]
@@ -149,7 +150,7 @@ class LLMClient:
             except LLMValidationError as exc:
                 raise LLMValidationError(f"items[{index}]: {exc.message}") from None
         if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
-            raise LLMValidationError(f"max_workers must be a positive integer, got {max_workers!r}")
+            raise LLMValidationError(f"max_workers must be a positive integer, got {_shown(max_workers)}")
         if not items:
             return []
         workers = min(len(items), max_workers or self._pool.max_size)
@@ -209,19 +210,22 @@ class LLMClient:
                  system: Any, stop: Any, stream: bool, extras: dict[str, Any]) -> LLMRequest:
         """Validate every argument and build the request (no I/O)."""
         model = self.model if model is None else model
-        if not isinstance(model, str) or not model.strip():
-            raise LLMValidationError(f"model must be a non-empty string, got {model!r}")
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise LLMValidationError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+        if not isinstance(model, str) or not model.strip() or _CONTROL.search(model) or utf8_problem(model):
+            raise LLMValidationError(f"model must be a non-empty, single-line string, got {_shown(model)}")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
+            raise LLMValidationError(f"max_tokens must be a positive integer up to {MAX_TOKENS_LIMIT}, "
+                                     f"got {_shown(max_tokens)}")
         if temperature is not None:
             low, high = self._provider.temperature_range
             if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
                     or not low <= temperature <= high:
                 raise LLMValidationError(
-                    f"temperature must be a number from {low} to {high} for {self.provider}, got {temperature!r}"
+                    f"temperature must be a number from {low} to {high} for {self.provider}, got {_shown(temperature)}"
                 )
         if system is not None and (not isinstance(system, str) or not system.strip()):
-            raise LLMValidationError(f"system must be a non-empty string, got {system!r}")
+            raise LLMValidationError(f"system must be a non-empty string, got {_shown(system)}")
+        if system is not None and utf8_problem(system):
+            raise LLMValidationError(f"system {utf8_problem(system)}")
         stops = _stop_list(stop)
         bad = _RESERVED & extras.keys() | ({"model"} & extras.keys())
         if bad:
@@ -245,12 +249,40 @@ _CALL_DEFAULTS: dict[str, Any] = {
 }
 
 
+# Far above any model's output limit, and what a server's 32-bit field holds.
+MAX_TOKENS_LIMIT = 2**31 - 1
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` for a message: clipped, and never failing (an int of
+    5,000 digits has no repr)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"an {type(value).__name__} too large to show"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _seconds(value: Any) -> Optional[float]:
+    """``value`` as positive, finite seconds; None if it is not that (an
+    int too large for a float included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if 0 < seconds < math.inf else None
+
+
 def _check_timeout(timeout: Any) -> Union[float, None, Unset]:
     if timeout is UNSET or timeout is None:
         return timeout
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
-        raise LLMValidationError(f"timeout must be a positive, finite number of seconds (or None), got {timeout!r}")
-    return float(timeout)
+    seconds = _seconds(timeout)
+    if seconds is None:
+        raise LLMValidationError(
+            f"timeout must be a positive, finite number of seconds (or None), got {_shown(timeout)}")
+    return seconds
 
 
 def _check_max_retries(value: Any) -> Union[int, Unset]:
@@ -259,16 +291,17 @@ def _check_max_retries(value: Any) -> Union[int, Unset]:
     if value is None:  # the seed's habit: None means "the configured number"
         return UNSET
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise LLMValidationError(f"max_retries must be a non-negative integer, got {value!r}")
+        raise LLMValidationError(f"max_retries must be a non-negative integer, got {_shown(value)}")
     return value
 
 
 def _check_retry_budget(value: Any) -> Union[float, None, Unset]:
     if value is UNSET or value is None:
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise LLMValidationError(f"retry_budget must be a positive number of seconds (or None), got {value!r}")
-    return float(value)
+    seconds = _seconds(value)
+    if seconds is None:
+        raise LLMValidationError(f"retry_budget must be a positive number of seconds (or None), got {_shown(value)}")
+    return seconds
 
 
 def _check_headers(headers: Any, provider: Provider) -> dict[str, str]:
@@ -279,22 +312,15 @@ def _check_headers(headers: Any, provider: Provider) -> dict[str, str]:
     auth = _KEY_HEADERS | {name.lower() for name in provider.auth_headers("")}
     out: dict[str, str] = {}
     for name, value in headers.items():
-        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
-            raise LLMValidationError(f"extra_headers: {name!r} is not a valid header name")
+        if not isinstance(name, str) or not HEADER_NAME.fullmatch(name):
+            raise LLMValidationError(f"extra_headers: {_shown(name)} is not a valid header name")
         if name.lower() in auth:
             raise LLMValidationError(f"extra_headers: {name} carries the API key; configure keys in api_keys")
-        if not isinstance(value, str) or not _header_value_ok(value):
-            raise LLMValidationError(f"extra_headers: the value of {name} must be a single-line Latin-1 string")
+        problem = header_value_problem(value)
+        if problem:
+            raise LLMValidationError(f"extra_headers: the value of {name} {problem}")
         out[name] = value
     return out
-
-
-def _header_value_ok(value: str) -> bool:
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return "\r" not in value and "\n" not in value and "\0" not in value and value == value.lstrip()
 
 
 def _check_query(query: Any) -> dict[str, Any]:
@@ -305,7 +331,11 @@ def _check_query(query: Any) -> dict[str, Any]:
     for name, value in query.items():
         values = value if isinstance(value, (list, tuple)) else [value]
         if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
-            raise LLMValidationError(f"extra_query: {name} must be a string or number (or a list of them)")
+            raise LLMValidationError(f"extra_query: {_shown(name)} must be a string or number (or a list of them)")
+    try:  # as the provider will, on every attempt
+        with_query("", query).encode("ascii")
+    except (ValueError, UnicodeError) as exc:  # a lone surrogate, an int too long to print
+        raise LLMValidationError(f"extra_query cannot be put in a URL: {type(exc).__name__}") from None
     return dict(query)
 
 
@@ -317,8 +347,8 @@ def _check_body(body: Any, what: str) -> dict[str, Any]:
         raise LLMValidationError(f"{what} must be a mapping with string keys")
     if what == "extra_body" and "stream" in body:
         raise LLMValidationError("extra_body cannot set stream: use stream() or stream_complete()")
-    try:
-        json.dumps(body, allow_nan=False)
+    try:  # ensure_ascii=False: a lone surrogate fails here, not as an escape the server refuses
+        json.dumps(body, allow_nan=False, ensure_ascii=False).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:
         raise LLMValidationError(f"{what} cannot be sent as JSON: {type(exc).__name__}") from None
     return dict(body)
@@ -327,7 +357,8 @@ def _check_body(body: Any, what: str) -> dict[str, Any]:
 # Headers that carry credentials: keys belong in api_keys, where they are
 # kept secret, never in per-call headers that middleware and logs can see.
 _KEY_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# A model name goes into logs and metric labels: one line, no control characters.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _stop_list(stop: Any) -> Optional[list[str]]:
@@ -335,7 +366,10 @@ def _stop_list(stop: Any) -> Optional[list[str]]:
         return None
     stops = [stop] if isinstance(stop, str) else stop
     if not isinstance(stops, (list, tuple)) or not all(isinstance(s, str) and s for s in stops):
-        raise LLMValidationError(f"stop must be a string or a list of non-empty strings, got {stop!r}")
+        raise LLMValidationError(f"stop must be a string or a list of non-empty strings, got {_shown(stop)}")
+    for index, text in enumerate(stops):
+        if utf8_problem(text):
+            raise LLMValidationError(f"stop[{index}] {utf8_problem(text)}")
     return list(stops) or None
 
 

@@ -5,6 +5,14 @@ resulting frozen objects. Any problem raises :class:`LLMConfigError` naming
 the field path (``providers.anthropic.rate_limits[1].requests_per_minute``).
 Unknown fields are errors, never silently ignored.
 
+Config errors never carry a secret, whatever the entry point (YAML, a
+dict, ``LLMConfig(...)``, ``model_validate``): messages are built from
+field paths and our own words, never from pydantic's text about the input;
+a field name that is not ours (an indentation slip can turn a key into
+one) is shown only when it looks like a name. Keys, header values and
+``base_url`` are checked once here (:mod:`llm_sync.sendable`) so that
+nothing unsendable reaches a call; ``base_url`` credentials are refused.
+
 Every key under ``providers:`` is an endpoint name (case-insensitive, kept
 lower-case); its ``kind`` names the wire format, looked up in the provider
 registry (:func:`llm_sync.providers.register_provider`), and defaults to
@@ -16,25 +24,27 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Optional, Union
+from typing import Annotated, Any, Iterator, Literal, Mapping, Optional, TypeVar, Union
 
-import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PositiveFloat,
     PositiveInt,
     SecretStr,
-    ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from .budget import DEFAULT_MAX_PAUSE as _DEFAULT_MAX_PAUSE
-from .errors import LLMConfigError
+from .config_source import ENDPOINT_NAME, config_errors, interpolate, looks_like_name, read_yaml
+from .errors import LLMConfigError, redact
 from .models import LLMProvider
 from .providers import provider_class, provider_kinds
+from .sendable import base_url_problem, header_name_problem, header_value_problem, key_problem
 
 __all__ = [
     "LLMConfig",
@@ -77,7 +87,6 @@ ENV_KEY_VARIABLES = {
 }
 CONFIG_PATH_VARIABLE = "LLM_SYNC_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config") / "llm.yaml"
-_ENDPOINT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
 def endpoint_name(name: Union[LLMProvider, str]) -> str:
@@ -96,8 +105,47 @@ def default_model(kind: str) -> Optional[str]:
     return getattr(provider_class(kind), "default_model", None) or DEFAULT_MODELS.get(kind)
 
 
+_M = TypeVar("_M", bound="_Strict")
+
+
 class _Strict(BaseModel):
+    """Frozen, unknown fields refused, and built from any entry point
+    (``Model(...)``, ``model_validate``, ``model_validate_json``) with an
+    :class:`LLMConfigError` rather than pydantic's ValidationError, whose
+    text quotes the input (a key)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, /, **data: Any) -> None:
+        config_errors(lambda: super(_Strict, self).__init__(**data))
+
+    # Only a direct call comes here: nested models are validated by pydantic
+    # itself, so an error deep down keeps its whole path (RootModel does the same).
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @classmethod
+    def model_validate(cls: type[_M], obj: Any, *args: Any, **kwargs: Any) -> _M:
+        return config_errors(lambda: super(_Strict, cls).model_validate(obj, *args, **kwargs))
+
+    @classmethod
+    def model_validate_json(cls: type[_M], json_data: Any, *args: Any, **kwargs: Any) -> _M:
+        return config_errors(lambda: super(_Strict, cls).model_validate_json(json_data, *args, **kwargs))
+
+    @classmethod
+    def model_validate_strings(cls: type[_M], obj: Any, *args: Any, **kwargs: Any) -> _M:
+        return config_errors(lambda: super(_Strict, cls).model_validate_strings(obj, *args, **kwargs))
+
+
+def _api_key(value: Any) -> Any:
+    """One key, as it will be sent: problems name the key's index, never its text."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, not {type(value).__name__}")
+    problem = key_problem(value)
+    if problem:
+        raise ValueError(f"the key {problem}")
+    return value
 
 
 # Seconds a wait may last: ``inf`` is no bound at all and ``nan`` compares
@@ -148,7 +196,7 @@ class ProviderConfig(_Strict):
     :class:`LLMConfig` when left out."""
 
     kind: Optional[str] = None
-    api_keys: list[SecretStr] = Field(min_length=1)
+    api_keys: list[Annotated[SecretStr, BeforeValidator(_api_key)]] = Field(min_length=1)
     models: list[str] = Field(default_factory=list)
     base_url: Optional[str] = None
     timeout: TimeoutConfig = TimeoutConfig()
@@ -164,15 +212,17 @@ class ProviderConfig(_Strict):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
-        """Accept a comma-separated string (how env vars carry several keys)."""
+        """Accept a comma-separated string (how env vars carry several keys).
+        Spaces around the commas separate; any other whitespace is refused
+        with the key, not stripped."""
         if isinstance(value, str):
             value = [value]
         if isinstance(value, list):
             keys: list[Any] = []
             for item in value:
-                if isinstance(item, str):
-                    keys.extend(part.strip() for part in item.split(",") if part.strip())
-                else:
+                if isinstance(item, str) and "," in item:
+                    keys.extend(part for part in re.split(r"[ \t]*,[ \t]*", item) if part)
+                elif item != "":
                     keys.append(item)
             return keys
         return value
@@ -208,9 +258,34 @@ class ProviderConfig(_Strict):
     def _check_base_url(cls, value: Optional[str]) -> Optional[str]:
         if value is None:
             return None
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("base_url must start with http:// or https:// and name a host")
+        problem = base_url_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value.rstrip("/")
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        """Sent on every request: refused now if they cannot be. A bad name
+        is not quoted (a slip can make it a key); values never are. A header
+        the key's own auth header would overwrite (``authorization`` on
+        OpenAI-kind, ``x-api-key`` on Anthropic-kind) is a mistake; other
+        credential headers a gateway needs are fine (never shown)."""
+        taken = {name.lower() for name in _auth_header_names(info.data.get("kind"))}
+        for index, (name, header) in enumerate(value.items()):
+            if header_name_problem(name):
+                raise ValueError(f"header #{index + 1}: its name is not a valid HTTP header name")
+            if name.lower() in taken:
+                raise ValueError(f"{name} is set from api_keys on every request; put the key in api_keys")
+            problem = header_value_problem(header)
+            if problem:
+                raise ValueError(f"the value of header {name} {problem}")
+        return value
+
+    def __repr_args__(self) -> Iterator[tuple[Optional[str], Any]]:
+        """Header values may be credentials (a gateway's token): names only."""
+        for name, value in super().__repr_args__():
+            yield name, ({header: "***" for header in value} if name == "headers" else value)
 
     @model_validator(mode="after")
     def _limits_match_keys(self) -> "ProviderConfig":
@@ -256,9 +331,11 @@ class LLMConfig(_Strict):
         kinds = set(provider_kinds())
         endpoints: dict[str, Any] = {}
         for raw_name, entry in value.items():
-            if not isinstance(raw_name, str) or not _ENDPOINT_NAME.match(endpoint_name(raw_name)):
+            if not isinstance(raw_name, str) or not ENDPOINT_NAME.match(endpoint_name(raw_name)):
+                shown = repr(raw_name) if isinstance(raw_name, str) and looks_like_name(raw_name) else \
+                    f"#{len(endpoints) + 1}"
                 raise ValueError(
-                    f"endpoint name {raw_name!r} must be letters, digits, '_', '.' or '-' "
+                    f"endpoint name {shown} must be letters, digits, '_', '.' or '-' "
                     "(names are case-insensitive)"
                 )
             name = endpoint_name(raw_name)
@@ -280,6 +357,11 @@ class LLMConfig(_Strict):
         if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be 'memory' or a redis:// URL")
         return value
+
+    def __repr_args__(self) -> Iterator[tuple[Optional[str], Any]]:
+        """A ``redis://:password@host`` backend URL shows without its password."""
+        for name, value in super().__repr_args__():
+            yield name, (redact(value) if name == "rate_limit_backend" else value)
 
     def endpoint(self, name: Union[LLMProvider, str]) -> ProviderConfig:
         """The settings of endpoint ``name``; LLMConfigError naming the
@@ -308,52 +390,16 @@ class LLMConfig(_Strict):
         return load_config(dict(data))
 
 
-_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
-
-
-def _interpolate(value: Any, path: str, env: Mapping[str, str]) -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string, recursively."""
-    if isinstance(value, str):
-
-        def substitute(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            raise LLMConfigError(
-                f"{path or 'config'}: environment variable {name} is not set "
-                f"(write ${{{name}:-}} to make it optional)"
-            )
-
-        return _ENV_PATTERN.sub(substitute, value)
-    if isinstance(value, Mapping):
-        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_interpolate(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
-    return value
-
-
-def _field_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif str(part).startswith(("function-", "constrained-")):
-            continue
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "config"
-
-
-def _validation_message(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = "unknown field"
-        lines.append(f"{_field_path(err['loc'])}: {message}")
-    return "invalid configuration: " + "; ".join(lines)
+def _auth_header_names(kind: Optional[str]) -> list[str]:
+    """The headers an endpoint of ``kind`` puts its key in (empty for a
+    kind that cannot be asked)."""
+    if kind is None:
+        return []
+    try:
+        probe = provider_class(kind)(default_base_url(kind) or "http://localhost", {}, endpoint=kind)
+        return list(probe.auth_headers("probe"))
+    except Exception:  # a third-party kind with other needs: not checked
+        return []
 
 
 def load_config(
@@ -376,28 +422,11 @@ def load_config(
         else:
             return config_from_env(env)
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise LLMConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            # Only the problem and its position: the YAML error's own text
-            # quotes the offending line, which may hold a key.
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or "syntax error"
-            raise LLMConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
-        if not isinstance(data, Mapping):
-            raise LLMConfigError(f"config file {path} must hold a mapping at the top level")
-        source = data
+        source = read_yaml(Path(source))
     if not isinstance(source, Mapping):
         raise LLMConfigError(f"config must be a path, a dict or an LLMConfig, got {type(source).__name__}")
-    data = _interpolate(dict(source), "", env)
-    try:
-        return LLMConfig.model_validate(data)
-    except ValidationError as exc:
-        raise LLMConfigError(_validation_message(exc)) from None
+    data = interpolate(dict(source), "", env)
+    return LLMConfig.model_validate(data)
 
 
 def config_from_env(env: Optional[Mapping[str, str]] = None) -> LLMConfig:

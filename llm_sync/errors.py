@@ -62,14 +62,19 @@ __all__ = [
 # "Bearer") are masked in any text an error keeps. Known keys are masked too
 # by ``redact(text, secrets)``.
 _KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{2})[A-Za-z0-9_\-]+|(Bearer\s+)\S+")
+# The user[:password]@ of a URL (``redis://:pw@host``, ``https://u:p@gw``):
+# everything between ``scheme://`` and the last ``@`` before the path.
+_URL_CREDENTIALS = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#\s]*@")
 
 
 def redact(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
-    """Mask API keys in ``text``: the given secrets, then anything key-like."""
+    """Mask API keys in ``text``: the given secrets, then anything key-like,
+    then the credentials of any URL (``scheme://***@host``)."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    return _KEYLIKE.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
+    text = _KEYLIKE.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
 
 
 class LLMError(Exception):

@@ -8,6 +8,7 @@ from typing import Any, Iterable, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, field_validator
 
 from .errors import LLMValidationError
+from .sendable import utf8_problem
 
 __all__ = [
     "MessageRole",
@@ -96,6 +97,9 @@ class Message(BaseModel):
             raise ValueError(f"content must be a string, got {type(value).__name__}")
         if not value.strip():
             raise ValueError("content must not be empty")
+        problem = utf8_problem(value)
+        if problem:
+            raise ValueError(f"content {problem}")
         return value
 
     def __repr__(self) -> str:

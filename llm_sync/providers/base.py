@@ -163,7 +163,7 @@ class Provider(ABC):
         self.default_headers = {"content-type": "application/json", "accept": "application/json", **(headers or {})}
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.endpoint} {self.base_url}>"
+        return f"<{type(self).__name__} {self.endpoint} {redact(self.base_url)}>"
 
     # --- wire format, per provider -------------------------------------
     @abstractmethod
