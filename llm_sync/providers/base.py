@@ -77,6 +77,11 @@ def join_url(base_url: str, path: str, default_prefix: str = "") -> str:
     return base + path
 
 
+# Request headers whose values are credentials wherever they appear.
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization",
+                                "ocp-apim-subscription-key", "x-goog-api-key"})
+
+
 def with_query(url: str, query: Mapping[str, Any]) -> str:
     """``url`` with ``query`` appended (per-call ``extra_query``)."""
     if not query:
@@ -300,11 +305,12 @@ class Provider(ABC):
             return False
 
     def sent_secrets(self, http: requests.Response) -> tuple[str, ...]:
-        """The key this request carried, so an error body that echoes it is
-        masked even when the key does not look like one (``token-abc``)."""
+        """The key this request carried (and any other credential header,
+        e.g. a gateway's token from the config), so an answer that echoes
+        one is masked even when it does not look like a key (``token-abc``)."""
         sent = getattr(getattr(http, "request", None), "headers", None) or {}
         secrets = []
-        for name in self.auth_headers("").keys():
+        for name in {*self.auth_headers("").keys(), *CREDENTIAL_HEADERS}:
             value = sent.get(name) or ""
             value = value[7:] if value[:7].lower() == "bearer " else value
             if value.strip():

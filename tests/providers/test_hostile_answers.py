@@ -246,3 +246,24 @@ def test_an_echoed_key_is_masked_in_responses_and_stream_headers(mock, openai):
         assert KEY not in str(stream.headers)
         stream.read()
     assert KEY not in str(stream.response.headers)
+
+
+def test_a_configured_gateway_token_echoed_back_is_masked(mock):
+    """A credential header from the config (not the key itself) echoed in an
+    error body is masked too."""
+    import responses as _responses
+
+    from llm_sync import LLMManager
+    from llm_sync.errors import LLMProviderError
+
+    token = "gw-token-QwErTy-123"
+    with LLMManager.from_dict({"providers": {"openai": {
+            "api_keys": ["sk-gw-0001"], "base_url": "https://gw.test/v1", "max_retries": 0,
+            "headers": {"api-key": token}}}}) as manager:
+        mock.add(_responses.POST, "https://gw.test/v1/chat/completions", status=400,
+                 json={"error": {"message": f"bad token {token}", "type": "invalid_request_error"}},
+                 headers={"x-echo": token})
+        with pytest.raises(LLMProviderError) as caught:
+            manager.get_client("openai").complete("hi")
+    assert token not in str(caught.value) and token not in repr(caught.value)
+    assert token not in str(caught.value.headers)
