@@ -31,7 +31,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PositiveFloat,
     PositiveInt,
     SecretStr,
     ValidationInfo,
@@ -182,13 +181,13 @@ class RateLimitConfig(_Strict):
     input_tokens_per_minute: Optional[PositiveInt] = None
     output_tokens_per_minute: Optional[PositiveInt] = None
     tokens_per_minute: Optional[PositiveInt] = None
-    burst_seconds: Optional[PositiveFloat] = None
+    burst_seconds: Optional[FiniteSeconds] = None
 
 
 class PoolConfig(_Strict):
     max_size: Optional[PositiveInt] = None
-    acquire_timeout: PositiveFloat = DEFAULT_ACQUIRE_TIMEOUT
-    idle_timeout: PositiveFloat = DEFAULT_IDLE_TIMEOUT
+    acquire_timeout: FiniteSeconds = DEFAULT_ACQUIRE_TIMEOUT
+    idle_timeout: FiniteSeconds = DEFAULT_IDLE_TIMEOUT
 
 
 class ProviderConfig(_Strict):
@@ -201,7 +200,7 @@ class ProviderConfig(_Strict):
     base_url: Optional[str] = None
     timeout: TimeoutConfig = TimeoutConfig()
     max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0, le=20)
-    retry_budget: Optional[PositiveFloat] = DEFAULT_RETRY_BUDGET
+    retry_budget: Optional[FiniteSeconds] = DEFAULT_RETRY_BUDGET
     # Seconds; a longer or absurd retry-after from the server is cut to it.
     max_pause: float = Field(default=DEFAULT_MAX_PAUSE, gt=0, allow_inf_nan=False)
     rate_limits: list[RateLimitConfig] = Field(default_factory=list)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import re
+
 import pytest
 from pydantic import SecretStr
 
@@ -544,3 +546,19 @@ def test_readme_config_examples_validate():
     env = {"ANTHROPIC_API_KEY": KEY0, "OPENAI_API_KEY": KEY1, "GEMINI_API_KEY": KEY1 + "-g"}
     for block in blocks:
         assert load_config(yaml.safe_load(block), env=env).providers
+
+
+@pytest.mark.parametrize("field, value", [
+    ("pool.acquire_timeout", float("inf")), ("pool.acquire_timeout", float("nan")),
+    ("pool.idle_timeout", float("inf")), ("providers.anthropic.retry_budget", float("inf")),
+    ("providers.anthropic.rate_limits[0].burst_seconds", float("nan")),
+])
+def test_every_duration_in_the_config_is_finite(field: str, value: float):
+    data: dict = {"providers": {"anthropic": {"api_keys": ["sk-fin-1"], "rate_limits": [{}]}}, "pool": {}}
+    target = data
+    parts = field.replace("[0]", ".0").split(".")
+    for part in parts[:-1]:
+        target = target[int(part)] if part.isdigit() else target[part]
+    target[parts[-1]] = value
+    with pytest.raises(LLMConfigError, match=re.escape(field.split(".")[-1])):
+        load_config(data, env={})
