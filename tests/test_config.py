@@ -3,10 +3,9 @@ secrecy, YAML files and the environment fallback."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
-
-import re
 
 import pytest
 from pydantic import SecretStr
