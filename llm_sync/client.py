@@ -199,7 +199,11 @@ class LLMClient:
                 results[index] = exc
             with done_lock:
                 done += 1
-                report(done)
+                try:
+                    report(done)
+                except BaseException:
+                    stopped.set()  # before this worker takes the next item
+                    raise
 
         executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-sync-batch")
         try:

@@ -267,3 +267,16 @@ def test_close_in_a_forked_child_never_waits_on_a_lock_the_parent_held(make_mana
     assert not manager.closed
     assert client.complete("after the fork").content == "Simulated reply to: after the fork"
     assert llm_simulator.connection_count == connections
+
+
+def test_close_wakes_a_call_sleeping_in_a_retry_backoff(make_manager, llm_simulator):
+    manager = make_manager(max_size=2, retry_budget=120)
+    llm_simulator.inject(529, headers={"retry-after": "60"}, count=5)
+    thread, outcome = _in_thread(lambda: manager.get_client("anthropic").complete("hi", timeout=120))
+    _until(lambda: llm_simulator.request_count() == 1)  # answered 529: now backing off for 60 s
+    started = time.monotonic()
+    manager.close()
+    thread.join(STALL)
+    assert time.monotonic() - started < 3, "close() left a retry sleeping out its backoff"
+    assert len(outcome) == 1 and isinstance(outcome[0], LLMClosedError), outcome
+    assert llm_simulator.request_count() == 1  # nothing re-sent after close
