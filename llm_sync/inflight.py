@@ -93,7 +93,8 @@ def track(session: Any) -> None:
     if getattr(session, _ATTRIBUTE, None) is not None:
         return
     tracker = _InFlight()
-    for adapter in getattr(session, "adapters", {}).values():
+    adapters = {id(adapter): adapter for adapter in getattr(session, "adapters", {}).values()}
+    for adapter in adapters.values():  # one adapter is often mounted for http:// and https://
         manager = getattr(adapter, "poolmanager", None)
         classes = getattr(manager, "pool_classes_by_scheme", None)
         if not isinstance(classes, dict):
