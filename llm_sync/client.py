@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 from .call import UNSET, CallOptions, Unset
@@ -30,32 +30,52 @@ __all__ = ["LLMClient"]
 # Body fields the client sets itself; passing them as extras is a mistake.
 _RESERVED = frozenset({"messages", "stream", "stream_options"})
 Progress = Union[bool, Callable[[int, int], Any]]
+# How often complete_batch's waiting thread looks up (for a Ctrl-C).
+_BATCH_POLL = 0.1
 
 
 class WorkerThreads:
     """The threads behind ``submit``: one set per provider, shared by all
     of its clients (so N models never mean N × max_size threads). Created
-    on first use; ``close`` runs what was submitted, then stops them."""
+    on first use; ``close`` lets what was submitted run (after the pool's
+    close it fails fast with LLMClosedError), then stops them.
+
+    Threading contract: any thread may submit or close; ``_lock`` guards
+    ``_executor``, ``_closed`` and ``_pid``. In a forked child the parent's
+    threads are gone and its lock may have been held at fork time: the
+    child gets a new lock (once, however many threads ask) and its own
+    executor; ``close`` there never touches the parent's."""
 
     def __init__(self, max_workers: int, name: str) -> None:
         self._max_workers = max_workers
         self._name = name
-        self._lock = threading.Lock()  # guards _executor, _closed, _pid
+        self._lock = threading.Lock()
         self._executor: Optional[ThreadPoolExecutor] = None
         self._closed = False
         self._pid = os.getpid()
+        self._fork_locks: dict[int, threading.Lock] = {}
+
+    def _own_lock(self) -> threading.Lock:
+        pid = os.getpid()
+        if self._pid != pid:  # threads and held locks do not survive fork()
+            with self._fork_locks.setdefault(pid, threading.Lock()):
+                if self._pid != pid:
+                    self._lock, self._executor = threading.Lock(), None
+                    self._pid = pid
+        return self._lock
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> "Future[Any]":
-        with self._lock:
+        with self._own_lock():
             if self._closed:
                 raise LLMClosedError(f"the {self._name} client is closed")
-            if self._pid != os.getpid():  # threads do not survive fork()
-                self._executor, self._pid = None, os.getpid()
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(self._max_workers, thread_name_prefix=f"llm-sync-{self._name}")
             return self._executor.submit(fn, *args, **kwargs)
 
     def close(self) -> None:
+        if self._pid != os.getpid():  # never used in this child: nothing here is ours
+            self._closed = True
+            return
         with self._lock:
             self._closed = True
             executor, self._executor = self._executor, None
@@ -142,7 +162,17 @@ class LLMClient:
         """``complete`` for every item on a ThreadPoolExecutor; results in
         input order. With ``return_exceptions`` a failed item is its
         exception in place; otherwise the first failure is raised after the
-        batch settles (nothing in flight is abandoned)."""
+        batch settles (nothing in flight is abandoned).
+
+        Workers are capped at the pool's size (``pool.max_size``): more
+        would only queue for a lease, and an item must never fail merely
+        because the batch has more workers than leases.
+
+        Ctrl-C (KeyboardInterrupt), or any exception raised by ``progress``,
+        stops the batch at once: items not started are cancelled, the
+        exception is raised within a fraction of a second, and calls
+        already in flight finish (or fail) on their own in the background.
+        """
         items = list(items)
         for index, item in enumerate(items):
             try:
@@ -153,25 +183,43 @@ class LLMClient:
             raise LLMValidationError(f"max_workers must be a positive integer, got {_shown(max_workers)}")
         if not items:
             return []
-        workers = min(len(items), max_workers or self._pool.max_size)
+        workers = min(len(items), max_workers or self._pool.max_size, self._pool.max_size)
         report = _progress_reporter(progress, len(items))
         results: list[Any] = [None] * len(items)
         done = 0
         done_lock = threading.Lock()
+        stopped = threading.Event()  # the batch was interrupted: start nothing more
 
         def run(index: int) -> None:
             nonlocal done
+            if stopped.is_set():
+                return
             try:
                 results[index] = self.complete(items[index], **kwargs)
             except Exception as exc:  # kept in place: a batch never drops a result
                 results[index] = exc
             with done_lock:
                 done += 1
-                report(done)
+                try:
+                    report(done)
+                except BaseException:
+                    stopped.set()  # before this worker takes the next item
+                    raise
 
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-sync-batch") as executor:
-            for future in [executor.submit(run, i) for i in range(len(items))]:
-                future.result()
+        executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-sync-batch")
+        try:
+            pending = {executor.submit(run, i) for i in range(len(items))}
+            while pending:
+                # Short waits: a Ctrl-C is seen between them even where the
+                # signal does not interrupt a blocked lock acquire.
+                finished, pending = wait(pending, timeout=_BATCH_POLL, return_when=FIRST_EXCEPTION)
+                for future in finished:
+                    future.result()  # only the progress callback can raise here
+        except BaseException:
+            stopped.set()
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise
+        executor.shutdown(wait=True)
         report(len(items), final=True)
         if not return_exceptions:
             for result in results:

@@ -15,6 +15,7 @@ configuration, and the parent's manager is never touched.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import threading
@@ -152,7 +153,11 @@ class LLMManager:
             )
         self._lock = threading.Lock()
         self._closed = False
+        self._pid = os.getpid()
+        self._closing = threading.Event()
         clocks = clocks or Clocks()
+        if clocks.sleep is time.sleep:  # a retry's backoff ends at close(), not after it
+            clocks = dataclasses.replace(clocks, sleep=self._nap)
         self._runtimes = {name: _EndpointRuntime(name, self.config, clocks) for name in self.config.providers}
 
     @classmethod
@@ -269,15 +274,31 @@ class LLMManager:
             for key in runtime.pool.clients:
                 key.middleware_chain.add(middleware)
 
+    def _nap(self, seconds: float) -> None:
+        self._closing.wait(seconds)
+
     def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
+        """Bounded and idempotent: calls in flight are cut and raise
+        LLMClosedError, open streams raise it to their readers, callers
+        waiting for a lease, for rate-limit capacity or in a retry's backoff
+        are woken with it; then worker threads stop (what was submitted
+        fails fast with LLMClosedError).
+
+        In a forked child, a manager built by the parent is only marked
+        closed: its sockets and the locks a parent thread may have held at
+        fork time are the parent's (the pools close what the child itself
+        opened)."""
+        if self._pid != os.getpid():
             self._closed = True
-            runtimes = list(self._runtimes.values())
-        for runtime in runtimes:
-            runtime.workers.close()  # runs what was submitted, then stops
+        else:
+            with self._lock:
+                if self._closed:
+                    return
+                self._closed = True
+            self._closing.set()
+        for runtime in list(self._runtimes.values()):
             runtime.pool.close()
+            runtime.workers.close()
 
 
 _singleton: Optional[LLMManager] = None

@@ -299,6 +299,7 @@ class Pipeline:
             response = self.provider.parse_response(http, content, started, lease.key.client_id)
         except LLMError as error:
             sends.fail(reservation, error)
+            self._raise_if_closed(error)
             sends.requeue_or_raise(error)
             raise
         except BaseException as error:
@@ -330,6 +331,7 @@ class Pipeline:
         except LLMError as error:
             watch.close()
             sends.fail(reservation, error)  # a no-op if the stream's finisher settled it
+            self._raise_if_closed(error)
             sends.requeue_or_raise(error)
             raise
         except BaseException as error:
@@ -348,6 +350,12 @@ class Pipeline:
         elif error is not None:
             sends.fail(reservation, error)
 
+    def _raise_if_closed(self, error: LLMError) -> None:
+        """A send that failed because ``close()`` cut it: say so (never
+        retried), rather than report a connection error."""
+        if self.pool.closed and not isinstance(error, LLMClosedError):
+            raise LLMClosedError(f"the {self.pool.name} pool was closed while the call was in flight") from error
+
     def _attempt_timeout(self, context: CallContext) -> HTTPTimeout:
         """(connect, read) for this send: a re-send gets what the call has left."""
         budget = context.budget
@@ -360,8 +368,12 @@ class Pipeline:
         assert http_request is not None
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         with self.pool.acquire(timeout) as lease:
-            http, content = exchange(lease.session, http_request, lease.key.auth,
-                                     cut_timeout(*self.base_timeout, deadline), deadline)
+            try:
+                http, content = exchange(lease.session, http_request, lease.key.auth,
+                                         cut_timeout(*self.base_timeout, deadline), deadline)
+            except LLMError as error:
+                self._raise_if_closed(error)
+                raise
         return self.provider.parse_count(http, content)
 
 

@@ -1,17 +1,26 @@
 """KeyPool: up to ``max_size`` leases of key-bound Sessions for a provider.
 
-A lease pairs a ``requests.Session`` (taken from a LIFO queue, so one thread
-uses it at a time and the most recently used, warmest connections are
-reused first) with the key the rate limiter chose for the call. Sessions
-carry no key, so any session can serve any key; several leases may share
-a key.
+A lease pairs a ``requests.Session`` (one thread uses it at a time; the
+most recently returned, warmest one is lent first) with the key the rate
+limiter chose for the call. Sessions carry no key, so any session can
+serve any key; several leases may share a key.
+
+Callers that find no free Session wait in line and are served first come,
+first served: a returned Session is handed straight to the longest waiter,
+never raced for.
+
+``close()`` is bounded: it cuts what leased Sessions have on the wire (see
+:mod:`llm_sync.inflight`), makes open streams raise
+:class:`~llm_sync.errors.LLMClosedError` to their readers, and wakes every
+waiter with it.
 
 Threading contract: every method may be called from any thread. The pool
-owns its bookkeeping (waiting count, closed flag, free Sessions, live
-streams) under ``_lock``; the queue guards its own items. Neither is held
-across network I/O: the I/O happens after ``acquire`` returns. After
-``fork()`` a pool rebuilds its locks and Sessions on first use in the child
-rather than share the parent's sockets.
+owns its bookkeeping (the line of waiters, free and leased Sessions, live
+streams, the closed flag) under ``_lock``, which is never held across
+network I/O: the I/O happens after ``acquire`` returns. After ``fork()`` a
+pool rebuilds its locks and Sessions on first use in the child rather than
+share the parent's sockets; ``close()`` in a child that never used it
+touches neither the parent's sockets nor its locks.
 """
 
 from __future__ import annotations
@@ -19,7 +28,6 @@ from __future__ import annotations
 import collections
 import itertools
 import os
-import queue
 import threading
 import time
 import weakref
@@ -27,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import requests
 
+from . import inflight
 from .errors import LLMClosedError, LLMError, LLMPoolExhaustedError, LLMTimeoutError
 from .keys import PooledKey
 from .ratelimit.limiter import ProviderLimiter
@@ -49,6 +58,17 @@ class _Slot:
     def __init__(self, session: requests.Session, last_used: float) -> None:
         self.session = session
         self.last_used = last_used
+
+
+class _Waiter:
+    """One caller in line: the Session handed to it, or the news of close."""
+
+    __slots__ = ("event", "slot", "closed")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.slot: Optional[_Slot] = None
+        self.closed = False
 
 
 class Lease:
@@ -123,15 +143,18 @@ class KeyPool:
         """Locks, queue and Sessions: at start, and again in a forked child."""
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._waiting = 0
+        self._line: "collections.deque[_Waiter]" = collections.deque()  # first come, first served
         self._sequence = itertools.count()
         self._last_chosen = {key.client_id: -1 for key in self.keys}
-        self._free: "queue.LifoQueue[Optional[_Slot]]" = queue.LifoQueue()
+        self._free: list[_Slot] = []  # a stack: the warmest Session on top
+        self._leased: set[_Slot] = set()
         self._graveyard: "collections.deque[Stream]" = collections.deque()
         self._streams: "weakref.WeakSet[Stream]" = weakref.WeakSet()
         now = self._clock()
         for _ in range(self.max_size):
-            self._free.put(_Slot(self._session_factory(), now))
+            session = self._session_factory()
+            inflight.track(session)
+            self._free.append(_Slot(session, now))
 
     def _check_fork(self) -> None:
         """In a forked child, rebuild once, however many threads call at
@@ -181,10 +204,10 @@ class KeyPool:
 
     def lease(self, until: float, by_caller: bool, key: Optional[PooledKey] = None) -> Lease:
         """Lease a Session for ``key`` waiting until ``until`` (pool clock)."""
+        if self._closed:  # before any rebuild: a pool closed in a forked child stays closed
+            raise LLMClosedError(f"the {self.name} pool is closed")
         self._check_fork()
         self._bury()
-        if self._closed:
-            raise LLMClosedError(f"the {self.name} pool is closed")
         started = self._clock()
         slot = self._take_slot(max(0.0, until - started), by_caller)
         if self.idle_timeout and self._clock() - slot.last_used > self.idle_timeout:
@@ -195,31 +218,37 @@ class KeyPool:
         return Lease(self, slot, key)
 
     def _take_slot(self, remaining: float, by_caller: bool) -> _Slot:
+        """The warmest free Session if nobody is waiting; else wait in line
+        until one is handed over (first come, first served)."""
+        waiter = _Waiter()
         with self._lock:
-            self._waiting += 1
-        try:
-            deadline = time.monotonic() + remaining
-            while True:
-                left = deadline - time.monotonic()
-                try:
-                    slot = self._free.get(timeout=max(0.0, min(left, _GRAVEYARD_POLL)))
-                    break
-                except queue.Empty:
-                    if self._bury():
-                        continue
-                    if left <= _GRAVEYARD_POLL:
+            if self._closed:
+                raise LLMClosedError(f"the {self.name} pool is closed")
+            if self._free and not self._line:
+                slot = self._free.pop()
+                self._leased.add(slot)
+                return slot
+            self._line.append(waiter)
+        deadline = time.monotonic() + remaining
+        while True:
+            left = deadline - time.monotonic()
+            if waiter.event.wait(max(0.0, min(left, _GRAVEYARD_POLL))):
+                break
+            if self._bury():  # a stream the collector closed may have freed a Session
+                continue
+            if left <= _GRAVEYARD_POLL:
+                with self._lock:
+                    if waiter.slot is None and not waiter.closed:
+                        self._line.remove(waiter)
                         error = LLMTimeoutError if by_caller else LLMPoolExhaustedError
                         raise error(
                             f"no {self.name} client became free within {remaining:.1f}s "
                             f"({self.max_size} calls in flight)"
-                        ) from None
-        finally:
-            with self._lock:
-                self._waiting -= 1
-        if slot is None:  # close() woke us: pass the news on to the next waiter
-            self._free.put(None)
+                        )
+                break  # handed a Session (or closed) just now
+        if waiter.slot is None:
             raise LLMClosedError(f"the {self.name} pool is closed")
-        return slot
+        return waiter.slot
 
     def _choose_key(self) -> PooledKey:
         """The key with the fewest leases; ties go to the least recently
@@ -231,12 +260,25 @@ class KeyPool:
         return key
 
     def _release(self, slot: _Slot, key: PooledKey) -> None:
+        """Hand the Session to the longest waiter, else put it on top of
+        the free stack; after close, close it."""
         key.unbind()
         slot.last_used = self._clock()
+        if self._pid != os.getpid():
+            return  # the parent's Session, in a forked child: not ours to touch
         with self._lock:  # under the lock, so close() cannot miss this slot
+            if slot not in self._leased:
+                return  # lent before a fork rebuilt the pool: the parent's
             if not self._closed:
-                self._free.put(slot)
+                if self._line:
+                    waiter = self._line.popleft()
+                    waiter.slot = slot
+                    waiter.event.set()
+                    return
+                self._leased.discard(slot)
+                self._free.append(slot)
                 return
+            self._leased.discard(slot)
         slot.session.close()
 
     def _bury(self) -> bool:
@@ -254,12 +296,12 @@ class KeyPool:
     # --- status and lifecycle ------------------------------------------
     @property
     def available(self) -> int:
-        return 0 if self._closed else self._free.qsize()
+        return 0 if self._closed else len(self._free)
 
     @property
     def waiting(self) -> int:
         """Callers waiting for a Session or for rate-limit capacity."""
-        return self._waiting + self.limiter.waiting
+        return len(self._line) + self.limiter.waiting
 
     def status(self) -> dict[str, Any]:
         self._bury()
@@ -280,24 +322,39 @@ class KeyPool:
         }
 
     def close(self) -> None:
-        """Close open streams, idle Sessions now and leased ones as they come
-        back; wake every waiter with a clear error. Idempotent."""
+        """Bounded and idempotent: make open streams raise LLMClosedError to
+        their readers, cut what leased Sessions have on the wire (their calls
+        fail at once with LLMClosedError instead of waiting out a read
+        timeout), close idle Sessions now and leased ones as they come back,
+        wake every waiter (leases and rate-limit capacity) with LLMClosedError.
+
+        In a forked child that never used the pool, everything here belongs
+        to the parent (its sockets, and locks one of its threads may have
+        held at fork time): the pool is only marked closed."""
+        if self._pid != os.getpid():
+            self._closed = True
+            self.limiter.close()
+            return
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             streams = list(self._streams)
+            leased = list(self._leased)
+            idle, self._free = self._free, []
+            waiters = list(self._line)
+            self._line.clear()
+            for waiter in waiters:
+                waiter.closed = True
+                waiter.event.set()
+        self.limiter.close()
         for stream in streams:
-            stream.close()
+            stream.abort(f"the {self.name} pool was closed before the stream's end: the answer is incomplete")
+        for slot in leased:
+            inflight.abort(slot.session)
         self._bury()
-        while True:
-            try:
-                slot = self._free.get_nowait()
-            except queue.Empty:
-                break
-            if slot is not None:
-                slot.session.close()
-        self._free.put(None)
+        for slot in idle:
+            slot.session.close()
 
     @property
     def closed(self) -> bool:

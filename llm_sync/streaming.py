@@ -7,6 +7,11 @@ lease at once. A stream ends exactly once — read to the end, failed, or
 closed early — and its finishers (middleware, counters, the rate limiter)
 run exactly once, at that moment.
 
+A stream the caller closes early (``close()``, from any thread, or a
+``break``) ends quietly for its reader: the caller chose to stop. A stream
+cut because its pool or manager was closed never looks complete: its
+reader, now or later, gets :class:`~llm_sync.errors.LLMClosedError`.
+
 Garbage collection also closes an abandoned stream. When the collector
 runs inside llm_sync's own locked sections (a reference cycle collected
 mid-call), closing there could deadlock on a non-reentrant lock, so such a
@@ -22,7 +27,15 @@ from typing import Any, Callable, Iterator, MutableMapping, Optional, Protocol
 
 import requests
 
-from .errors import LLMConnectionError, LLMError, LLMProviderError, LLMStreamError, LLMTimeoutError, redact
+from .errors import (
+    LLMClosedError,
+    LLMConnectionError,
+    LLMError,
+    LLMProviderError,
+    LLMStreamError,
+    LLMTimeoutError,
+    redact,
+)
 from .models import LLMResponse
 from .providers.base import SHAPE_ERRORS, Provider, StreamDecoder
 from .sse import SSEParser
@@ -98,10 +111,12 @@ class Stream:
         self._response: Optional[LLMResponse] = None
         self._error: Optional[LLMError] = None
         self._iterating = False
-        self._lock = threading.Lock()  # guards _ended and _closed
+        self._lock = threading.Lock()  # guards _ended, _closed and _cut
         self._ended = False  # succeeded, failed or closed early: finishers ran
         self._outcome: Optional[list[Any]] = None  # [response, error] once ended
         self._closed = False
+        # Closed before its end: "" by the caller, else why the pool cut it.
+        self._cut: Optional[str] = None
         self.context: MutableMapping[str, Any] = {}
 
     # --- public -------------------------------------------------------
@@ -143,7 +158,7 @@ class Stream:
         it is retried like any other — rather than to the caller's loop.
         After text, a failure reaches the caller after that text."""
         while not self._pending and not self._ended:
-            self._pump()
+            self._read()
         if self._error is not None and not self._pending:
             error, self._error = self._error, None
             raise error
@@ -155,22 +170,43 @@ class Stream:
             owner.release()
 
     def __iter__(self) -> "Stream":
-        if self._iterating and self._ended and not self._pending and self._error is None:
+        if self._iterating and self._ended and not self._pending and self._error is None and not self._cut:
             raise LLMError("a stream can be iterated only once")
         return self
 
     def __next__(self) -> str:
         self._iterating = True
-        while not self._pending:
+        while True:
+            self._raise_if_cut()
+            if self._pending:
+                chunk = self._pending.pop(0)
+                self._parts.append(chunk)
+                return chunk
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
             if self._ended:
                 raise StopIteration
+            self._read()
+
+    def _raise_if_cut(self) -> None:
+        """Closed before its end: quietly by the caller, or by a shutdown
+        whose reader must not take the text so far as the answer."""
+        cut = self._cut
+        if cut == "":
+            raise StopIteration
+        if cut is not None:
+            raise LLMClosedError(cut)
+
+    def _read(self) -> None:
+        """One ``_pump``. A close from another thread can pull the response
+        out from under a read in progress (urllib3 then raises whatever it
+        trips over); once closed, that is the close, not a failure."""
+        try:
             self._pump()
-        chunk = self._pending.pop(0)
-        self._parts.append(chunk)
-        return chunk
+        except Exception:
+            if self._cut is None:
+                raise
 
     def read(self) -> str:
         """Consume the rest of the stream; return the whole text."""
@@ -180,19 +216,33 @@ class Stream:
 
     def close(self) -> None:
         """Stop reading, close the connection, return the lease. Idempotent;
-        safe from any thread, also while another thread is reading."""
+        safe from any thread, also while another thread is reading (its
+        loop then ends quietly: the caller chose to stop)."""
+        self._close("")
+
+    def abort(self, reason: str) -> None:
+        """Close because the pool is shutting down: a reader, now or later,
+        raises LLMClosedError(``reason``) instead of seeing a quiet end.
+        No-op once the stream has ended."""
+        self._close(reason)
+
+    def _close(self, shutdown: str) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             cancelled = not self._ended
             self._ended = True
+            if cancelled:
+                self._cut = shutdown
         if self._watch is not None:
             self._watch.close()
         try:
             if cancelled:
-                self._pending.clear()  # closed by the caller: nothing more to read
-                interrupt(self._http)  # wake a reader blocked in recv()
+                try:
+                    interrupt(self._http)  # wake a reader blocked in recv()
+                except Exception:  # pragma: no cover - best effort: close() follows
+                    pass
             self._http.close()
         finally:
             try:

@@ -188,3 +188,88 @@ def test_after_fork_the_rebuild_happens_once_however_many_threads_call():
     assert len(leases) == 16
     assert len(sessions) == 4  # 2 at start + 2 rebuilt once, not once per thread
     assert set(map(id, leases)) <= set(map(id, sessions[2:]))
+
+
+def _wait_until(condition: Any, timeout: float = 10.0) -> None:
+    deadline = threading.Event()
+    for _ in range(int(timeout / 0.001)):
+        if condition():
+            return
+        deadline.wait(0.001)
+    raise AssertionError("condition not reached")
+
+
+def test_a_returned_lease_goes_to_the_longest_waiter_not_to_a_newcomer():
+    pool, _ = make_pool(max_size=1, acquire_timeout=10.0)
+    held = pool.acquire()
+    got: list[Any] = []
+    done = threading.Event()
+
+    def wait() -> None:
+        lease = pool.acquire()
+        got.append(lease)
+        done.wait(10)
+        lease.release()
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    _wait_until(lambda: pool.waiting == 1)
+    held.release()
+    # The releasing thread asks again at once: it must queue behind the waiter.
+    with pytest.raises(LLMTimeoutError):
+        pool.acquire(timeout=0.05)
+    _wait_until(lambda: bool(got))
+    assert got[0].session is held.session
+    done.set()
+    waiter.join(5)
+
+
+def test_waiters_get_leases_in_the_order_they_arrived():
+    pool, _ = make_pool(max_size=1, acquire_timeout=10.0)
+    held = pool.acquire()
+    order: list[int] = []
+    release = [threading.Event() for _ in range(8)]
+
+    def wait(index: int) -> None:
+        with pool.acquire():
+            order.append(index)
+            release[index].wait(10)
+
+    threads = []
+    for index in range(8):  # arrive one after another, in a known order
+        threads.append(threading.Thread(target=wait, args=(index,)))
+        threads[-1].start()
+        _wait_until(lambda: pool.waiting == index + 1)
+    held.release()
+    for index in range(8):  # released one by one
+        _wait_until(lambda: len(order) == index + 1)
+        release[index].set()
+    for thread in threads:
+        thread.join(5)
+    assert order == list(range(8))
+    assert pool.available == 1 and pool.waiting == 0
+
+
+def test_close_cuts_what_leased_sessions_have_on_the_wire(monkeypatch: pytest.MonkeyPatch):
+    import llm_sync.inflight as inflight
+
+    pool, _ = make_pool(max_size=2)
+    lease = pool.acquire()
+    aborted: list[Any] = []
+    monkeypatch.setattr(inflight, "abort", aborted.append)
+    pool.close()
+    assert aborted == [lease.session]  # the leased one; the idle one is simply closed
+    lease.release()
+
+
+def test_close_in_a_forked_child_touches_nothing_of_the_parent():
+    pool, sessions = make_pool(max_size=2)
+    lease = pool.acquire()
+    pool._pid = os.getpid() + 1  # as a forked child sees a pool its parent built
+    with pool._lock:  # a parent thread held the lock at fork time
+        pool.close()  # must neither block nor close the parent's Sessions
+        lease.release()
+        with pytest.raises(LLMClosedError):
+            pool.acquire()
+    assert pool.closed and all(session.closed == 0 for session in sessions)
+    assert len(sessions) == 2  # no rebuild for a closed pool

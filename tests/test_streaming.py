@@ -384,3 +384,73 @@ def test_decoder_random_splits(name, data):
     body = raw(name)
     cuts = data.draw(st.lists(st.integers(min_value=1, max_value=max(1, len(body) - 1)), max_size=12))
     check_decoded(name, split_at(body, cuts))
+
+
+# --- close from another thread while a read is in progress ------------------------
+
+class _PulledRaw:
+    """A body whose read is in progress when another thread closes the
+    response; the read then trips over what close() took away, as urllib3's
+    does (``'NoneType' object has no attribute ...``)."""
+
+    chunked = False
+
+    def __init__(self) -> None:
+        import threading
+
+        self.reading = threading.Event()
+        self.closed = threading.Event()
+
+    def read1(self, amount: int, decode_content: bool = True) -> bytes:
+        self.reading.set()
+        self.closed.wait(10)
+        raise AttributeError("'NoneType' object has no attribute 'read1'")
+
+    def shutdown(self) -> None:
+        pass
+
+
+class _PulledHTTP:
+    url = "http://127.0.0.1:9/v1/messages"
+    headers: dict[str, str] = {}
+
+    def __init__(self) -> None:
+        self.raw = _PulledRaw()
+
+    def close(self) -> None:
+        self.raw.closed.set()
+
+
+def _read_in_thread(stream: Stream) -> tuple[Any, list[Any]]:
+    import threading
+
+    outcome: list[Any] = []
+
+    def read() -> None:
+        try:
+            outcome.append(list(stream))
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    return reader, outcome
+
+
+@pytest.mark.parametrize("shutdown", [False, True])
+def test_close_from_another_thread_mid_read_never_surfaces_a_raw_exception(shutdown):
+    from llm_sync.errors import LLMClosedError
+
+    http = _PulledHTTP()
+    stream = Stream(http, create_provider("anthropic", "http://127.0.0.1:9"), "anthropic-0", 0.0)  # type: ignore[arg-type]
+    reader, outcome = _read_in_thread(stream)
+    assert http.raw.reading.wait(10)  # the reader is inside the body read
+    if shutdown:
+        stream.abort("the anthropic pool was closed before the stream's end")
+    else:
+        stream.close()
+    reader.join(10)
+    if shutdown:  # cut by the pool: the reader must not take it as complete
+        assert len(outcome) == 1 and isinstance(outcome[0], LLMClosedError), outcome
+    else:  # the caller's own close: a quiet end
+        assert outcome == [[]]

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 from ..budget import DEFAULT_MAX_PAUSE
 from ..config import RateLimitConfig
-from ..errors import LLMRateLimitError, LLMValidationError
+from ..errors import LLMClosedError, LLMRateLimitError, LLMValidationError
 from ..tokens import plausible_count
 from .backends import MemoryBackend, RateLimitBackend
 from .headers import parse_rate_limit_headers
@@ -92,12 +93,27 @@ class ProviderLimiter:
         self._wait: Wait = wait or (lambda cond, timeout: cond.wait(timeout))
         # Warnings decided under the lock, logged after it is released.
         self._warnings: list[str] = []
+        self._closed = False
+        self._pid = os.getpid()
 
     def __repr__(self) -> str:
         return f"<ProviderLimiter {len(self.keys)} keys, {self.waiting} waiting>"
 
+    def close(self) -> None:
+        """Wake every caller waiting for capacity: each raises LLMClosedError,
+        and so does every later ``reserve``. Idempotent. In a forked child
+        that never used this limiter its lock is the parent's (maybe held
+        at fork time): the limiter is only marked closed."""
+        if self._pid != os.getpid():
+            self._closed = True
+            return
+        with self._cond:
+            self._closed = True
+            self._changed()
+
     def after_fork(self) -> None:
         """In a forked child: a fresh lock, nobody waiting, nothing in flight."""
+        self._pid = os.getpid()
         self._cond = threading.Condition(threading.Lock())
         self._line.clear()
         self._pinned = 0
@@ -126,6 +142,7 @@ class ProviderLimiter:
         """
         candidates = self.keys if only is None else [only]
         with self._cond:
+            self._check_open()
             ticket: Optional[int] = None
             if only is None:
                 ticket = self._next_ticket
@@ -147,6 +164,7 @@ class ProviderLimiter:
                ticket: Optional[int]) -> Reservation:
         while True:
             with self._cond:
+                self._check_open()
                 now, version = self.clock(), self._version
                 first = ticket is None or self._line[0] == ticket
                 plans = [_Plan(key, key.amounts(cost), key.probe_full, key.in_flight, key.last_chosen)
@@ -178,8 +196,12 @@ class ProviderLimiter:
                                                     retry_after=_hint(wait))
             timeout = min(remaining, wait) if first and best is not None else remaining
             with self._cond:
-                if self._version == version:
+                if self._version == version and not self._closed:
                     self._wait(self._cond, None if math.isinf(timeout) else timeout)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LLMClosedError("the rate limiter is closed: its manager was closed")
 
     @staticmethod
     def _best(plans: Sequence[_Plan],

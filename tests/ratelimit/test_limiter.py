@@ -865,3 +865,45 @@ def test_a_call_that_never_reached_the_server_does_not_end_probing():
     h.limiter.mark_sent(r)
     h.limiter.refund(r, answered=False)
     assert h.key().probing
+
+
+# --- close ------------------------------------------------------------------------
+
+def test_close_wakes_every_caller_waiting_for_capacity_with_closed_error():
+    from llm_sync.errors import LLMClosedError
+
+    limiter = ProviderLimiter([("k0", cfg(requests_per_minute=1)), ("k1", cfg(requests_per_minute=1))],
+                              refunds_output=True, transit_margin=0.0)
+    for key in limiter.keys:
+        key.answered = True
+    held = [limiter.reserve(Cost(1, 1), None) for _ in limiter.keys]  # both keys' one request a minute
+    outcomes: list[BaseException] = []
+    lock = threading.Lock()
+
+    def wait(only=None) -> None:
+        try:
+            limiter.reserve(Cost(1, 1), time.monotonic() + 60.0, only=only)
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            with lock:
+                outcomes.append(exc)
+
+    threads = [threading.Thread(target=wait) for _ in range(3)] + [
+        threading.Thread(target=wait, args=(limiter.keys[0],))]  # a retry pinned to one key
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while limiter.waiting < 4 and time.monotonic() < deadline:
+        threading.Event().wait(0.001)
+    assert limiter.waiting == 4
+    started = time.monotonic()
+    limiter.close()
+    for thread in threads:
+        thread.join(5)
+    assert time.monotonic() - started < 2  # not the minute the buckets would take
+    assert len(outcomes) == 4 and all(isinstance(e, LLMClosedError) for e in outcomes), outcomes
+    assert limiter.waiting == 0
+    with pytest.raises(LLMClosedError):
+        limiter.reserve(Cost(1, 1), None)
+    for reservation in held:  # settling after close still works
+        limiter.refund(reservation, answered=False)
+    limiter.close()  # idempotent

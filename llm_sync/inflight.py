@@ -1,0 +1,118 @@
+"""What a Session has on the wire, so that ``close()`` can cut it.
+
+A call stalled in a read (the server sent nothing yet, or stopped half-way
+through a body) would otherwise keep its thread until the read timeout.
+:func:`track` makes a Session's urllib3 pools remember the connections
+they have lent out (a connection is lent from the moment a request starts
+until its response has been read or closed); :func:`abort` shuts those
+sockets down — the blocked reader wakes at once with a connection error —
+and refuses every later request on that Session.
+
+Threading contract: :func:`abort` may be called from any thread while
+another uses the Session; each tracker's ``_lock`` guards its set of lent
+connections and its aborted flag, and is never held across I/O (a socket
+``shutdown`` does not block). Connections made through a proxy are not
+tracked: behind a proxy a stalled call still ends at its read timeout.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import weakref
+from typing import Any, Optional
+
+from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.exceptions import ClosedPoolError
+
+__all__ = ["track", "abort"]
+
+_ATTRIBUTE = "_llm_sync_in_flight"
+
+
+class _InFlight:
+    """The connections one Session has lent out."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lent: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._aborted = False
+
+    def lend(self, pool: HTTPConnectionPool, conn: Any) -> None:
+        with self._lock:
+            if not self._aborted:
+                self._lent.add(conn)
+                return
+        conn.close()
+        raise ClosedPoolError(pool, "the llm_sync pool was closed")
+
+    def give_back(self, conn: Any) -> None:
+        with self._lock:
+            self._lent.discard(conn)
+
+    def abort(self) -> None:
+        with self._lock:
+            self._aborted = True
+            lent = list(self._lent)
+            self._lent.clear()
+        for conn in lent:
+            _shut(getattr(conn, "sock", None))
+
+
+def _shut(sock: Optional[socket.socket]) -> None:
+    """Shut the socket down underneath TLS too (``SSLSocket.shutdown`` would
+    drop its TLS state under a reader's feet): the reader sees an EOF."""
+    if sock is None:
+        return
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except (OSError, ValueError):
+        pass  # already closed
+
+
+def _tracking_class(base: type[HTTPConnectionPool], tracker: _InFlight) -> type[HTTPConnectionPool]:
+    """``base`` with its lending recorded in ``tracker`` (one per Session)."""
+
+    def _get_conn(self: HTTPConnectionPool, timeout: Optional[float] = None) -> Any:
+        conn = base._get_conn(self, timeout)
+        tracker.lend(self, conn)
+        return conn
+
+    def _put_conn(self: HTTPConnectionPool, conn: Any) -> None:
+        if conn is not None:
+            tracker.give_back(conn)
+        base._put_conn(self, conn)
+
+    return type(f"Tracked{base.__name__}", (base,), {"_get_conn": _get_conn, "_put_conn": _put_conn})
+
+
+def track(session: Any) -> None:
+    """Record what ``session`` lends out, from now on. Anything that is not
+    a ``requests.Session`` with urllib3 adapters (a test double) is left
+    alone. Idempotent."""
+    if getattr(session, _ATTRIBUTE, None) is not None:
+        return
+    tracker = _InFlight()
+    adapters = {id(adapter): adapter for adapter in getattr(session, "adapters", {}).values()}
+    for adapter in adapters.values():  # one adapter is often mounted for http:// and https://
+        manager = getattr(adapter, "poolmanager", None)
+        classes = getattr(manager, "pool_classes_by_scheme", None)
+        if not isinstance(classes, dict):
+            continue
+        # A copy: urllib3 shares its default table between all managers.
+        manager.pool_classes_by_scheme = {  # type: ignore[union-attr]
+            scheme: _tracking_class(cls, tracker) for scheme, cls in classes.items()
+        }
+    try:
+        setattr(session, _ATTRIBUTE, tracker)
+    except AttributeError:  # pragma: no cover - a session with __slots__
+        pass
+
+
+def abort(session: Any) -> None:
+    """Cut every request ``session`` has on the wire and refuse new ones
+    (they fail as a connection error that never reached the server). Safe
+    from any thread; a Session never tracked is left alone."""
+    tracker = getattr(session, _ATTRIBUTE, None)
+    if isinstance(tracker, _InFlight):
+        tracker.abort()
