@@ -17,13 +17,14 @@ tracked: behind a proxy a stalled call still ends at its read timeout.
 
 from __future__ import annotations
 
-import socket
 import threading
 import weakref
 from typing import Any, Optional
 
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import ClosedPoolError
+
+from .wire import shut_socket
 
 __all__ = ["track", "abort"]
 
@@ -56,18 +57,7 @@ class _InFlight:
             lent = list(self._lent)
             self._lent.clear()
         for conn in lent:
-            _shut(getattr(conn, "sock", None))
-
-
-def _shut(sock: Optional[socket.socket]) -> None:
-    """Shut the socket down underneath TLS too (``SSLSocket.shutdown`` would
-    drop its TLS state under a reader's feet): the reader sees an EOF."""
-    if sock is None:
-        return
-    try:
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except (OSError, ValueError):
-        pass  # already closed
+            shut_socket(getattr(conn, "sock", None))
 
 
 def _tracking_class(base: type[HTTPConnectionPool], tracker: _InFlight) -> type[HTTPConnectionPool]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import re
-import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Optional
@@ -31,7 +30,7 @@ from .errors import (
     LLMTransportError,
     LLMValidationError,
 )
-from .wire import MAX_INTERIM_RESPONSES, DeadlineWatch, FinalResponseAdapter, TooManyInterimResponses
+from .wire import MAX_INTERIM_RESPONSES, DeadlineWatch, FinalResponseAdapter, TooManyInterimResponses, shut_socket
 
 __all__ = [
     "KeyAuth",
@@ -166,17 +165,14 @@ def interrupt(http: requests.Response) -> None:
     """Shut the socket of a response another thread may be blocked reading,
     so that reader wakes now instead of at its read timeout."""
     raw = http.raw
-    try:
-        raw.shutdown()  # urllib3 >= 2.3
-        return
-    except Exception:
-        pass
     sock = getattr(getattr(raw, "_connection", None), "sock", None)
     if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        shut_socket(sock)  # under TLS too, without unwrapping it under the reader
+        return
+    try:
+        raw.shutdown()  # urllib3 >= 2.3
+    except Exception:
+        pass
 
 
 BODY_READ_ERRORS = (

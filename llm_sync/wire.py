@@ -137,7 +137,7 @@ class DeadlineWatch:
                 return
             self._sock = sock
             if self.fired:
-                _shut(sock)
+                shut_socket(sock)
 
     def sending(self) -> "_Sending":
         return _Sending(self)
@@ -156,7 +156,7 @@ class DeadlineWatch:
             return
         self.fired = True
         if self._sock is not None:
-            _shut(self._sock)
+            shut_socket(self._sock)
 
     def __enter__(self) -> "DeadlineWatch":
         return self
@@ -183,10 +183,12 @@ class _Sending:
         _local.watch = self._outer
 
 
-def _shut(sock: Any) -> None:
+def shut_socket(sock: Any) -> None:
     """Shut ``sock`` for both directions; a TLS socket stays wrapped (its
     reader then sees an EOF, an OSError — not a ValueError for an unwrapped
     socket, as ``SSLSocket.shutdown`` would cause)."""
+    if sock is None:
+        return
     shutdown = socket.socket.shutdown if isinstance(sock, socket.socket) else type(sock).shutdown
     try:
         shutdown(sock, socket.SHUT_RDWR)
