@@ -240,11 +240,11 @@ class KeyPool:
                 with self._lock:
                     if waiter.slot is None and not waiter.closed:
                         self._line.remove(waiter)
-                        error = LLMTimeoutError if by_caller else LLMPoolExhaustedError
-                        raise error(
-                            f"no {self.name} client became free within {remaining:.1f}s "
-                            f"({self.max_size} calls in flight)"
-                        )
+                        message = (f"no {self.name} client became free within {remaining:.1f}s "
+                                   f"({self.max_size} calls in flight)")
+                        if by_caller:  # the call's own deadline: nothing was sent
+                            raise LLMTimeoutError(message, sent=False, deadline_passed=True, kind="deadline")
+                        raise LLMPoolExhaustedError(message)
                 break  # handed a Session (or closed) just now
         if waiter.slot is None:
             raise LLMClosedError(f"the {self.name} pool is closed")

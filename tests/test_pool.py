@@ -102,6 +102,7 @@ def test_a_shorter_caller_timeout_is_the_callers_deadline():
     with pytest.raises(LLMTimeoutError) as caught:
         pool.acquire(timeout=0.05)
     assert not isinstance(caught.value, LLMPoolExhaustedError)
+    assert caught.value.deadline_passed and caught.value.kind == "deadline" and not caught.value.sent
     held.release()
 
 
