@@ -9,6 +9,7 @@ import logging
 from .call import UNSET
 from .client import LLMClient
 from .config import LLMConfig
+from .content import DocumentBlock, ImageBlock, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 from .errors import (
     LLMAuthenticationError,
     LLMClosedError,
@@ -36,6 +37,7 @@ from .middleware import (
 from .models import LLMProvider, LLMResponse, Message, MessageRole, Usage
 from .session import Conversation, SessionManager
 from .streaming import Stream
+from .tools import Tool, ToolCall
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -55,6 +57,14 @@ __all__ = [
     "MessageRole",
     "Usage",
     "SessionManager",
+    "TextBlock",
+    "ImageBlock",
+    "DocumentBlock",
+    "ToolUseBlock",
+    "ToolResultBlock",
+    "ThinkingBlock",
+    "Tool",
+    "ToolCall",
     "Conversation",
     "Stream",
     "Middleware",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Iterable, Union
+from typing import Any, Iterable, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, field_validator
 
+from .content import ContentBlock, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock, blocks_text, parse_blocks
 from .errors import LLMValidationError
 from .sendable import utf8_problem
+from .tools import ToolCall
 
 __all__ = [
     "MessageRole",
@@ -25,6 +27,7 @@ class MessageRole(str, Enum):
     SYSTEM = "system"
     USER = "user"
     ASSISTANT = "assistant"
+    TOOL = "tool"  # answers a tool call: Message.tool_result(...)
 
     def __str__(self) -> str:
         return self.value
@@ -77,7 +80,7 @@ class Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     role: MessageRole
-    content: str
+    content: Union[str, list[ContentBlock]]
 
     def __init__(self, role: Any = None, content: Any = None, /, **data: Any) -> None:
         for name, value in (("role", role), ("content", content)):
@@ -92,9 +95,20 @@ class Message(BaseModel):
 
     @field_validator("content", mode="before")
     @classmethod
-    def _content_is_text(cls, value: Any) -> Any:
+    def _content_is_text_or_blocks(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise ValueError("content must not be an empty list")
+            try:
+                blocks = parse_blocks(value)
+            except LLMValidationError as exc:
+                raise ValueError(exc.message) from None
+            problem = utf8_problem(repr([b.model_dump() for b in blocks]))
+            if problem:
+                raise ValueError(f"content {problem}")
+            return blocks
         if not isinstance(value, str):
-            raise ValueError(f"content must be a string, got {type(value).__name__}")
+            raise ValueError(f"content must be a string or a list of content blocks, got {type(value).__name__}")
         if not value.strip():
             raise ValueError("content must not be empty")
         problem = utf8_problem(value)
@@ -102,8 +116,25 @@ class Message(BaseModel):
             raise ValueError(f"content {problem}")
         return value
 
+    @property
+    def text(self) -> str:
+        """The plain text of the content (text blocks joined)."""
+        return blocks_text(self.content)
+
+    @property
+    def blocks(self) -> list[ContentBlock]:
+        """The content as blocks (a string is one TextBlock)."""
+        return [TextBlock(self.content)] if isinstance(self.content, str) else list(self.content)
+
+    @classmethod
+    def tool_result(cls, tool_call_id: str, content: Union[str, list[Any]], is_error: bool = False) -> "Message":
+        """The turn answering tool call ``tool_call_id`` (Anthropic: a user
+        turn with a tool_result block; OpenAI: a ``tool`` message)."""
+        return cls(MessageRole.TOOL, [ToolResultBlock(tool_call_id, content, is_error)])
+
     def __repr__(self) -> str:
-        preview = self.content if len(self.content) <= 40 else self.content[:37] + "..."
+        text = self.text if isinstance(self.content, str) else f"[{len(self.content)} blocks] {self.text}"
+        preview = text if len(text) <= 40 else text[:37] + "..."
         return f"Message({self.role.value}, {preview!r})"
 
 
@@ -149,10 +180,17 @@ def normalize_messages(messages: MessagesInput) -> list[Message]:
 
 
 class Usage(BaseModel):
+    """Tokens a call used. The cache and reasoning figures are None when
+    the server did not say (Anthropic reports cache reads and writes apart
+    from ``input_tokens``; OpenAI's ``cached_tokens`` are part of them)."""
+
     model_config = ConfigDict(extra="allow")
 
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_creation_input_tokens: Optional[int] = None
+    cache_read_input_tokens: Optional[int] = None
+    reasoning_tokens: Optional[int] = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -176,6 +214,26 @@ class LLMResponse(BaseModel):
     metadata: dict[str, Any] = {}
     raw: dict[str, Any] | None = None
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    refusal: Optional[str] = None
+    thinking: Optional[str] = None
+    blocks: list[ContentBlock] = Field(default_factory=list)
+    parsed: Any = None  # the response_model instance, for structured output
+
+    def to_message(self) -> "Message":
+        """The assistant turn, tool calls (and thinking) included, ready to
+        append to the history for the next call of a tool round trip."""
+        blocks: list[Any] = [b for b in self.blocks if isinstance(b, (ThinkingBlock, TextBlock))]
+        if not blocks and self.content:
+            blocks.append(TextBlock(self.content))
+        known = {b.id for b in self.blocks if isinstance(b, ToolUseBlock)}
+        blocks += [b for b in self.blocks if isinstance(b, ToolUseBlock)]
+        blocks += [ToolUseBlock(c.id, c.name, c.arguments) for c in self.tool_calls if c.id not in known]
+        if not blocks:
+            blocks.append(TextBlock(self.content or " "))
+        if len(blocks) == 1 and isinstance(blocks[0], TextBlock) and blocks[0].cache_control is None:
+            return Message(MessageRole.ASSISTANT, blocks[0].text)
+        return Message(MessageRole.ASSISTANT, blocks)
 
     @field_validator("provider", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ estimate from the provider's actual usage.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Iterable, Optional
 
@@ -37,8 +38,49 @@ def estimate_tokens(messages: Iterable[Message], system: Optional[str] = None) -
     if system:
         total += estimate_text_tokens(system) + PER_MESSAGE_TOKENS
     for message in messages:
-        total += estimate_text_tokens(message.content) + PER_MESSAGE_TOKENS
+        total += estimate_content_tokens(message.content) + PER_MESSAGE_TOKENS
     return total
+
+
+# Anthropic: an image costs about width × height / 750 tokens; without a
+# known size, assume a large one (the limiter corrects from actual usage).
+IMAGE_PIXELS_PER_TOKEN = 750
+UNKNOWN_IMAGE_TOKENS = 1600
+# A PDF page costs text plus an image of the page; ~3 KB of PDF a page.
+PDF_BYTES_PER_PAGE = 3000
+PDF_TOKENS_PER_PAGE = 2000
+
+
+def estimate_content_tokens(content: Any) -> int:
+    """Tokens of a message's content: text, or blocks of any kind."""
+    if isinstance(content, str):
+        return estimate_text_tokens(content)
+    total = 0
+    for block in content:
+        total += _block_tokens(block)
+    return total
+
+
+def _block_tokens(block: Any) -> int:
+    kind = getattr(block, "type", None)
+    if kind == "text":
+        return estimate_text_tokens(str(block.text))
+    if kind == "image":
+        if block.width and block.height:
+            return max(1, math.ceil(int(block.width) * int(block.height) / IMAGE_PIXELS_PER_TOKEN))
+        return UNKNOWN_IMAGE_TOKENS
+    if kind == "document":
+        if block.text is not None:
+            return estimate_text_tokens(block.text)
+        pages = max(1, math.ceil(len(block.data or "") * 3 / 4 / PDF_BYTES_PER_PAGE))
+        return pages * PDF_TOKENS_PER_PAGE
+    if kind == "tool_use":
+        return estimate_text_tokens(block.name) + estimate_text_tokens(json.dumps(block.input, default=str))
+    if kind == "tool_result":
+        return estimate_content_tokens(block.content)
+    if kind == "thinking":
+        return estimate_text_tokens(block.thinking or block.redacted or "")
+    return 0
 
 
 def plausible_count(value: Any) -> Optional[int]:

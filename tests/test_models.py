@@ -36,7 +36,7 @@ def test_positional_and_keyword_messages_are_equal():
     assert Message("user", "hi") != Message("user", "hello")
 
 
-@pytest.mark.parametrize("role", ["bot", "tool", "", "USERS", 3, None])
+@pytest.mark.parametrize("role", ["bot", "function", "", "USERS", 3, None])
 def test_message_bad_role(role):
     with pytest.raises(LLMValidationError) as info:
         Message(role, "hi") if role is not None else Message(content="hi")
@@ -94,7 +94,7 @@ def test_message_pickles():
 
 
 def test_role_enum_values():
-    assert [r.value for r in MessageRole] == ["system", "user", "assistant"]
+    assert [r.value for r in MessageRole] == ["system", "user", "assistant", "tool"]
     assert str(MessageRole.USER) == "user"
     assert MessageRole("assistant") is MessageRole.ASSISTANT
 

@@ -40,7 +40,7 @@ class LoggingMiddleware(Middleware):
     def process_request(self, request: LLMRequest, context: Context) -> LLMRequest:
         context.setdefault("started", time.monotonic())
         if self.logger.isEnabledFor(logging.DEBUG):
-            turns = " | ".join(f"{m.role.value}: {m.content}" for m in request.messages)
+            turns = " | ".join(f"{m.role.value}: {m.text}" for m in request.messages)
             self.logger.debug(
                 "request %s %s max_tokens=%d stream=%s system=%r messages=%s",
                 context.get("client_id"), request.model, request.max_tokens, request.stream,

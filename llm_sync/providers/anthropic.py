@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import requests
 
+from ..errors import LLMValidationError
 from ..models import LLMResponse, MessageRole, Usage
 from ..sse import SSEEvent
 from ..tokens import plausible_count
@@ -59,7 +60,7 @@ class AnthropicProvider(Provider):
         body: dict[str, Any] = {
             "model": request.model,
             "messages": [
-                {"role": m.role.value, "content": m.content}
+                {"role": m.role.value, "content": _text_only(m.content)}
                 for m in request.messages
                 if m.role is not MessageRole.SYSTEM
             ],
@@ -187,3 +188,10 @@ class _AnthropicStream(StreamDecoder):
             tools.append(block)
         if tools:
             self.extra["tool_use"] = tools
+
+
+def _text_only(content: Any) -> str:
+    """Interim: content blocks are translated by a later change."""
+    if not isinstance(content, str):
+        raise LLMValidationError("content blocks are not supported by this endpoint kind yet")
+    return content

@@ -60,7 +60,7 @@ class LLMRequest:
     def system_text(self) -> Optional[str]:
         """The top-level system text plus any SYSTEM messages, in order."""
         parts = [self.system] if self.system else []
-        parts += [m.content for m in self.messages if m.role is MessageRole.SYSTEM]
+        parts += [m.text for m in self.messages if m.role is MessageRole.SYSTEM]
         return "\n\n".join(parts) if parts else None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
+from ..errors import LLMValidationError
 from ..models import LLMResponse, Usage
 from ..sse import SSEEvent
 from ..tokens import plausible_count
@@ -56,7 +57,7 @@ class OpenAIProvider(Provider):
 
     def build_body(self, request: LLMRequest) -> dict[str, Any]:
         messages = [{"role": "system", "content": request.system}] if request.system else []
-        messages += [{"role": m.role.value, "content": m.content} for m in request.messages]
+        messages += [{"role": m.role.value, "content": _text_only(m.content)} for m in request.messages]
         body: dict[str, Any] = {"model": request.model, "messages": messages}
         if not ({"max_tokens", "max_completion_tokens"} & request.extras.keys()):
             body[self.max_tokens_field] = request.max_tokens
@@ -139,3 +140,10 @@ class _OpenAIStream(StreamDecoder):
                 self.stop_reason = _text(choice["finish_reason"])
                 self.done = True
         return text
+
+
+def _text_only(content: Any) -> str:
+    """Interim: content blocks are translated by a later change."""
+    if not isinstance(content, str):
+        raise LLMValidationError("content blocks are not supported by this endpoint kind yet")
+    return content

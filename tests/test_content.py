@@ -1,0 +1,129 @@
+"""Content blocks and tools as values: construction, native dicts of
+either provider, token estimates, and the assistant turn of a response."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import zlib
+
+import pytest
+from pydantic import BaseModel
+
+from llm_sync import LLMResponse, Message, MessageRole
+from llm_sync.content import (
+    DocumentBlock,
+    ImageBlock,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    parse_block,
+)
+from llm_sync.errors import LLMValidationError
+from llm_sync.tokens import estimate_content_tokens
+from llm_sync.tools import Tool, ToolCall, normalize_tool_choice, normalize_tools
+
+
+def png(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_positional_and_keyword_construction():
+    assert TextBlock("hi") == TextBlock(text="hi")
+    assert ToolUseBlock("t1", "get", {"a": 1}).input == {"a": 1}
+    result = ToolResultBlock("t1", "42", True)
+    assert result.is_error and result.content == "42"
+    assert ThinkingBlock("hmm", "sig").signature == "sig"
+
+
+def test_images_from_bytes_know_their_type_and_size(tmp_path):
+    image = ImageBlock.from_bytes(png(750, 100))
+    assert (image.media_type, image.width, image.height) == ("image/png", 750, 100)
+    assert base64.b64decode(image.data or "") == png(750, 100)
+    path = tmp_path / "a.png"
+    path.write_bytes(png(10, 10))
+    assert ImageBlock.from_path(path).width == 10
+    assert ImageBlock.from_url("https://example.test/a.png").url == "https://example.test/a.png"
+    assert estimate_content_tokens([image]) == 100  # width × height / 750
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ImageBlock(),
+    lambda: ImageBlock(url="ftp://x/a.png"),
+    lambda: ImageBlock(data="AAAA", media_type="text/html"),
+    lambda: ImageBlock.from_bytes(b"not an image"),
+    lambda: DocumentBlock(),
+    lambda: DocumentBlock.from_bytes(b"not a pdf"),
+    lambda: ToolUseBlock("", "x"),
+    lambda: TextBlock(),
+    lambda: parse_block({"type": "video"}),
+    lambda: parse_block("text"),
+])
+def test_bad_blocks_are_validation_errors(make):
+    with pytest.raises(LLMValidationError):
+        make()
+
+
+def test_native_dicts_of_either_provider_become_the_same_blocks():
+    data = base64.b64encode(png(2, 2)).decode()
+    anthropic = parse_block({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": data}})
+    openai = parse_block({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}})
+    assert anthropic == openai
+    pdf = base64.b64encode(b"%PDF-1.4 x").decode()
+    a_doc = parse_block({"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                                         "data": pdf}})
+    o_doc = parse_block({"type": "file", "file": {"file_data": f"data:application/pdf;base64,{pdf}"}})
+    assert a_doc.data == o_doc.data == pdf
+    assert parse_block({"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": "x"}]}) \
+        == ToolResultBlock("t", [TextBlock("x")])
+    assert parse_block({"type": "redacted_thinking", "data": "zzz"}).redacted == "zzz"
+
+
+def test_messages_hold_blocks_and_tool_results():
+    message = Message(MessageRole.USER, [{"type": "text", "text": "What is this?"}, ImageBlock.from_bytes(png(1, 1))])
+    assert message.text == "What is this?" and len(message.blocks) == 2
+    answer = Message.tool_result("toolu_1", "sunny")
+    assert answer.role is MessageRole.TOOL and answer.content == [ToolResultBlock("toolu_1", "sunny")]
+    with pytest.raises(LLMValidationError):
+        Message(MessageRole.USER, [])
+
+
+def test_to_message_keeps_text_thinking_and_tool_calls():
+    response = LLMResponse(content="Let me look.", blocks=[ThinkingBlock("plan", "sig"), TextBlock("Let me look.")],
+                           tool_calls=[ToolCall(id="t1", name="weather", arguments={"city": "Oslo"})])
+    turn = response.to_message()
+    assert turn.role is MessageRole.ASSISTANT
+    assert [b.type for b in turn.blocks] == ["thinking", "text", "tool_use"]
+    assert turn.blocks[2] == ToolUseBlock("t1", "weather", {"city": "Oslo"})
+    assert LLMResponse(content="plain").to_message() == Message(MessageRole.ASSISTANT, "plain")
+
+
+class Weather(BaseModel):
+    """The weather in a city."""
+
+    city: str
+
+
+def test_tools_in_every_shape_become_one_form():
+    tools = normalize_tools([
+        Tool("search", "Search the web", {"type": "object", "properties": {"q": {"type": "string"}}}),
+        Weather,
+        {"name": "calc", "description": "Add", "input_schema": {"type": "object"}},
+        {"type": "function", "function": {"name": "time", "parameters": {"type": "object"}}},
+    ])
+    assert [t.name for t in tools] == ["search", "Weather", "calc", "time"]
+    assert tools[1].description == "The weather in a city." and "city" in tools[1].input_schema["properties"]
+    assert normalize_tool_choice("search", tools) == ("tool", "search")
+    assert normalize_tool_choice({"type": "any"}, tools) == "required"
+    assert normalize_tool_choice("auto", tools) == "auto"
+    with pytest.raises(LLMValidationError):
+        normalize_tool_choice("missing", tools)
+    with pytest.raises(LLMValidationError):
+        normalize_tools([Tool("a"), Tool("a")])
+    with pytest.raises(LLMValidationError):
+        Tool("bad name!")
+    assert ToolCall(id="1", name="Weather", arguments={"city": "Oslo"}).parse(Weather) == Weather(city="Oslo")
