@@ -63,9 +63,11 @@ class CallOptions:
     extra_body: Mapping[str, Any] = field(default_factory=dict)
 
 
-class Requeue(Exception):
+class Requeue(BaseException):
     """Internal: this pass ends, and the pipeline sends the call again
     through the pool (usually onto another key). Never reaches a caller.
+    A BaseException (like GeneratorExit), so middleware written as
+    ``except Exception: return fallback`` cannot swallow it.
 
     ``cause`` is the server's 429 (the key is now paused), or None when the
     pass found its key paused before sending anything. ``wait``: seconds

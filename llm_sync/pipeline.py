@@ -98,12 +98,22 @@ class Sends:
             self.current, self._first = self._first, None
             return self.current
         scope = limiter.keys[self._key.index]
-        paused = limiter.paused_for(scope)
-        if paused > 0 and self._context.pooled:
-            raise Requeue(None, paused)
+        cost = self._pipeline.cost_estimate(request)
+        if self._context.pooled:
+            # Never wait for capacity while holding a lease (another call
+            # may hold the capacity and wait for a lease: a deadlock). If
+            # this key cannot take the re-send now — paused, out of
+            # capacity, still probing — the call goes back to the pool,
+            # which places it on whichever key can take it soonest.
+            self._pipeline.pool.check_fork()
+            try:
+                self.current = limiter.reserve(cost, limiter.clock(), only=scope)
+            except LLMRateLimitError as error:
+                raise Requeue(None, error.retry_after) from None
+            return self.current
         budget = self._context.budget
         deadline = budget.wait_deadline() if budget is not None else None
-        self.current = limiter.reserve(self._pipeline.cost_estimate(request), deadline, only=scope)
+        self.current = limiter.reserve(cost, deadline, only=scope)
         return self.current
 
     def settle(self, reservation: Reservation, response: LLMResponse) -> None:
@@ -124,6 +134,10 @@ class Sends:
         mid_stream = getattr(error, "mid_stream", False)
         if reservation.sent_at is None:
             limiter.refund(reservation, answered=False)  # never sent
+        elif not isinstance(error, (LLMTransportError, LLMProviderError)):
+            # Refused before anything went out (a header or URL that cannot
+            # be sent, a closed pool): nothing reached the server.
+            limiter.refund(reservation, answered=False)
         elif isinstance(error, LLMTransportError) and not error.sent:
             limiter.refund(reservation, answered=False)  # never reached the server
         elif _is_server_429(error):
@@ -239,14 +253,20 @@ class Pipeline:
     def _reserve_and_lease(self, cost: Cost, until: Optional[float]) -> tuple[Reservation, Lease]:
         """Reserve on the key that admits the call soonest, then lease a
         Session bound to it. The reservation is refunded if no lease comes."""
-        timeout = None if until is None else max(0.0, until - time.monotonic())
-        wait, by_caller = self.pool.wait_limit(timeout)
+        self.pool.check_fork()  # before the limiter: a forked child rebuilds both first
         if self.pool.closed:
             raise LLMClosedError(f"the {self.pool.name} pool is closed")
-        lease_until = self.pool.clock() + wait
-        reservation = self.limiter.reserve(cost, self.limiter.clock() + wait)
+        # Each wait is bounded by the call's deadline, or else by
+        # acquire_timeout (a call over the limits for longer fails fast with
+        # retry_after). The wait for a lease is measured after the wait for
+        # capacity, so one never eats the other.
+        left = None if until is None else max(0.0, until - time.monotonic())
+        capacity_wait, _ = self.pool.wait_limit(left)
+        reservation = self.limiter.reserve(cost, self.limiter.clock() + capacity_wait)
         try:
-            lease = self.pool.lease(lease_until, by_caller, self.pool.keys[reservation.key.index])
+            timeout = None if until is None else max(0.0, until - time.monotonic())
+            wait, by_caller = self.pool.wait_limit(timeout)
+            lease = self.pool.lease(self.pool.clock() + wait, by_caller, self.pool.keys[reservation.key.index])
         except BaseException:
             self.limiter.refund(reservation, answered=False)
             raise

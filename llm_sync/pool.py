@@ -173,6 +173,11 @@ class KeyPool:
                 key.after_fork()
             self.limiter.after_fork()
 
+    def check_fork(self) -> None:
+        """Rebuild after ``fork()`` if this is a child that has not yet
+        (the pipeline calls it before touching the limiter)."""
+        self._check_fork()
+
     def clock(self) -> float:
         """The pool's clock (monotonic; injectable for tests)."""
         return self._clock()
