@@ -211,7 +211,7 @@ class Pipeline:
         """The provider's native count, or the local estimate where the
         endpoint has no counting endpoint."""
         if self.provider.count_request(request) is None:
-            return estimate_tokens(request.messages, request.system)
+            return estimate_tokens(request.messages, request.system, request.tools)
         return self._native_count(request, self.deadline(options))
 
     # --- budget and cost -------------------------------------------------
@@ -225,7 +225,7 @@ class Pipeline:
         return CallBudget(retries, self.deadline(options), None if seconds is None else time.monotonic() + seconds)
 
     def cost_estimate(self, request: LLMRequest) -> Cost:
-        return Cost(estimate_tokens(request.messages, request.system), request.max_tokens)
+        return Cost(estimate_tokens(request.messages, request.system, request.tools), request.max_tokens)
 
     def _cost(self, request: LLMRequest, deadline: Optional[float]) -> Cost:
         """What the first reservation charges: the input estimate (or the

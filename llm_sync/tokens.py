@@ -33,10 +33,14 @@ def estimate_text_tokens(text: str) -> int:
     return -(-ascii_chars // 4) + other
 
 
-def estimate_tokens(messages: Iterable[Message], system: Optional[str] = None) -> int:
+def estimate_tokens(messages: Iterable[Message], system: Any = None, tools: Iterable[Any] = ()) -> int:
+    """Input tokens of a request: its system prompt (text or blocks), its
+    messages, and the tool definitions it carries."""
     total = PER_REQUEST_TOKENS
     if system:
-        total += estimate_text_tokens(system) + PER_MESSAGE_TOKENS
+        total += estimate_content_tokens(system) + PER_MESSAGE_TOKENS
+    for tool in tools:
+        total += estimate_text_tokens(tool.name + tool.description + json.dumps(tool.input_schema, default=str))
     for message in messages:
         total += estimate_content_tokens(message.content) + PER_MESSAGE_TOKENS
     return total

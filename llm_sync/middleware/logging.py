@@ -16,6 +16,7 @@ import time
 from typing import Any, Optional
 
 from ..call import Requeue
+from ..content import blocks_text
 from ..errors import LLMError
 from ..models import LLMResponse
 from ..providers.base import LLMRequest
@@ -44,7 +45,7 @@ class LoggingMiddleware(Middleware):
             self.logger.debug(
                 "request %s %s max_tokens=%d stream=%s system=%r messages=%s",
                 context.get("client_id"), request.model, request.max_tokens, request.stream,
-                _clip(request.system or ""), _clip(turns),
+                _clip(blocks_text(request.system) if request.system else ""), _clip(turns),
             )
         return request
 

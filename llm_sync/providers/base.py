@@ -15,7 +15,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 from urllib.parse import urlencode, urlsplit
 
 import requests
@@ -29,6 +29,9 @@ from ..errors import (
     redact,
 )
 from ..models import LLMProvider, LLMResponse, Message, MessageRole, StopReason, Usage
+from ..content import ContentBlock, blocks_text
+from ..events import StreamEvent
+from ..tools import Tool, ToolCall, ToolChoice
 from ..sse import SSEEvent
 from ..transport import HTTPRequest
 
@@ -49,17 +52,23 @@ class LLMRequest:
     model: str
     max_tokens: int = 1024
     temperature: Optional[float] = None
-    system: Optional[str] = None
+    system: Union[str, list[ContentBlock], None] = None  # blocks may carry cache_control
     stop: Optional[list[str]] = None
     stream: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)  # extra_headers, and any middleware adds
     extra_query: dict[str, Any] = field(default_factory=dict)
     extra_body: dict[str, Any] = field(default_factory=dict)  # merged over the built body, last
+    tools: list[Tool] = field(default_factory=list)
+    tool_choice: Optional[ToolChoice] = None  # "auto" | "required" | "none" | ("tool", name)
+    # Structured output: (name, JSON schema) the answer must follow. OpenAI
+    # kind sends response_format json_schema; Anthropic kind forces a tool
+    # of that name and reads its input as the answer.
+    response_schema: Optional[tuple[str, dict[str, Any]]] = None
 
     def system_text(self) -> Optional[str]:
         """The top-level system text plus any SYSTEM messages, in order."""
-        parts = [self.system] if self.system else []
+        parts = [blocks_text(self.system)] if self.system else []
         parts += [m.text for m in self.messages if m.role is MessageRole.SYSTEM]
         return "\n\n".join(parts) if parts else None
 
@@ -135,6 +144,14 @@ class StreamDecoder(ABC):
         self.usage = Usage()
         self.message_id: Optional[str] = None
         self.extra: dict[str, Any] = {}
+        # Typed events for Stream.events(), appended by feed() as they
+        # arrive (TextDelta for every text chunk feed() returns, too).
+        self.events: list[StreamEvent] = []
+        # The final answer's pieces beyond text, filled by feed().
+        self.tool_calls: list[ToolCall] = []
+        self.refusal: Optional[str] = None
+        self.thinking: Optional[str] = None
+        self.blocks: list[ContentBlock] = []
 
     @abstractmethod
     def feed(self, event: SSEEvent) -> Optional[str]:
@@ -345,6 +362,10 @@ class Provider(ABC):
             stop_reason=self.normalize_stop_reason(decoder.stop_reason),
             usage=decoder.usage,
             raw={"id": decoder.message_id, "stop_reason": decoder.stop_reason, **decoder.extra},
+            tool_calls=decoder.tool_calls,
+            refusal=decoder.refusal,
+            thinking=decoder.thinking,
+            blocks=decoder.blocks,
         )
         if http is not None:
             self.annotate(response, http, started, client_id)
