@@ -6,7 +6,9 @@ through a body) would otherwise keep its thread until the read timeout.
 they have lent out (a connection is lent from the moment a request starts
 until its response has been read or closed); :func:`abort` shuts those
 sockets down — the blocked reader wakes at once with a connection error —
-and refuses every later request on that Session.
+and refuses every later request on that Session. A lent connection still
+connecting when the abort comes (no socket to shut yet) checks the abort
+as soon as it has connected, and fails before sending.
 
 Threading contract: :func:`abort` may be called from any thread while
 another uses the Session; each tracker's ``_lock`` guards its set of lent
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import ClosedPoolError
@@ -29,6 +31,8 @@ from .wire import shut_socket
 __all__ = ["track", "abort"]
 
 _ATTRIBUTE = "_llm_sync_in_flight"
+_POOL = "_llm_sync_pool"  # on a tracked connection: a weak reference to its pool
+_CLOSED = "the llm_sync pool was closed"
 
 
 class _InFlight:
@@ -45,7 +49,25 @@ class _InFlight:
                 self._lent.add(conn)
                 return
         conn.close()
-        raise ClosedPoolError(pool, "the llm_sync pool was closed")
+        raise ClosedPoolError(pool, _CLOSED)
+
+    def connected(self, conn: Any) -> None:
+        """Called right after ``conn`` connects (its ``sock`` set): refuse
+        it if an abort came while it was connecting. An abort shuts the
+        sockets of lent connections, but one still connecting had none to
+        shut; without this it would send and wait out its read timeout.
+        The flag is read under the lock after ``sock`` was set, and abort
+        sets the flag under the lock before reading ``sock``: one of the
+        two sees the other."""
+        with self._lock:
+            aborted = self._aborted
+        if aborted:
+            shut_socket(getattr(conn, "sock", None))
+            conn.close()
+            ref = getattr(conn, _POOL, None)
+            # Always set and alive while its pool makes a request; the pool
+            # is only named in the message (urllib3 unpickles it as None).
+            raise ClosedPoolError(cast(HTTPConnectionPool, ref() if ref is not None else None), _CLOSED)
 
     def give_back(self, conn: Any) -> None:
         with self._lock:
@@ -60,11 +82,24 @@ class _InFlight:
             shut_socket(getattr(conn, "sock", None))
 
 
+def _tracking_connection(base: type[Any], tracker: _InFlight) -> type[Any]:
+    """``base`` (a urllib3 connection class) checking ``tracker`` as soon as
+    it has connected: an abort during the connect fails the request there
+    (as a ClosedPoolError: nothing was sent) instead of sending it."""
+
+    def connect(self: Any) -> None:
+        base.connect(self)
+        tracker.connected(self)
+
+    return type(f"Tracked{base.__name__}", (base,), {"connect": connect})
+
+
 def _tracking_class(base: type[HTTPConnectionPool], tracker: _InFlight) -> type[HTTPConnectionPool]:
     """``base`` with its lending recorded in ``tracker`` (one per Session)."""
 
     def _get_conn(self: HTTPConnectionPool, timeout: Optional[float] = None) -> Any:
         conn = base._get_conn(self, timeout)
+        setattr(conn, _POOL, weakref.ref(self))
         tracker.lend(self, conn)
         return conn
 
@@ -73,7 +108,9 @@ def _tracking_class(base: type[HTTPConnectionPool], tracker: _InFlight) -> type[
             tracker.give_back(conn)
         base._put_conn(self, conn)
 
-    return type(f"Tracked{base.__name__}", (base,), {"_get_conn": _get_conn, "_put_conn": _put_conn})
+    members = {"_get_conn": _get_conn, "_put_conn": _put_conn,
+               "ConnectionCls": _tracking_connection(base.ConnectionCls, tracker)}
+    return type(f"Tracked{base.__name__}", (base,), members)
 
 
 def track(session: Any) -> None:

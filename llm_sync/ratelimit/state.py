@@ -22,6 +22,7 @@ from .bucket import TokenBucket
 __all__ = [
     "ScopeState", "Quote", "Observation", "BucketView", "ScopeSnapshot",
     "CONFIG_FIELDS", "CAPACITY_TOLERANCE", "NO_WAIT", "MAX_DEBT_MINUTES",
+    "MIN_BURST_SECONDS", "MIN_BURST",
 ]
 
 # Dimension → the RateLimitConfig field (and status key) that names it.
@@ -31,9 +32,19 @@ CONFIG_FIELDS = {
     "output_tokens": "output_tokens_per_minute",
     "tokens": "tokens_per_minute",
 }
-# A learned burst capacity must be this much below the current one to count
-# (reset times are rounded; avoid chasing noise).
+# A learned burst capacity must differ from the current one by this factor
+# to count, down or up (reset times are rounded; avoid chasing noise).
 CAPACITY_TOLERANCE = 0.97
+# A burst capacity learned from a reset time is never below this many
+# seconds of refill, nor below MIN_BURST (one request; a call of any size
+# still fits, since a bucket lets a call larger than its capacity in once
+# full). Anthropic's reset times come in whole seconds and wall clocks
+# disagree by about as much, so a reading under 2 s is as likely noise as a
+# server's burst; 2 s still learns a server that really bursts that little,
+# and a bucket holding 2 s of refill keeps a burst of calls moving rather
+# than spacing every call by the previous one's refill.
+MIN_BURST_SECONDS = 2.0
+MIN_BURST = 1.0
 # Waits shorter than this are float noise in the refill maths: admit now
 # rather than spin on a clock too coarse to move by that much.
 NO_WAIT = 1e-6
@@ -156,8 +167,8 @@ class ScopeState:
 
     def sync(self, observations: Mapping[str, Observation], now: float) -> None:
         """Learn limits the config does not give (a configured one follows
-        the server's, never above the configured value), learn a smaller burst capacity from the reset time,
-        and pull each bucket down to what the server can have left now:
+        the server's, never above the configured value), track the burst
+        capacity the reset time implies (see ``_learn_capacity``), and pull each bucket down to what the server can have left now:
         ``remaining`` plus the refill since the send, less the offset. A
         bucket above that bound is wrong (a stricter server, another user
         of the key); one below it is right and left alone.
@@ -176,12 +187,38 @@ class ScopeState:
                     bucket.set_limit(min(seen.limit, configured), now, self.burst_seconds)
             if bucket is None or seen.remaining is None:
                 continue
-            if seen.reset_in is not None and seen.limit:
-                learned = seen.remaining + bucket.rate * seen.reset_in
-                if learned < bucket.capacity * CAPACITY_TOLERANCE:
-                    bucket.set_capacity(learned, now)
+            if seen.limit:
+                self._learn_capacity(bucket, seen, now)
             bound = min(bucket.capacity, seen.remaining + bucket.rate * max(0.0, seen.since)) - seen.offset
             bucket.lower_to(bound, now)
+
+    def _learn_capacity(self, bucket: TokenBucket, seen: Observation, now: float) -> None:
+        """Follow the server's burst capacity, down and back up.
+
+        ``remaining + rate * reset_in`` is what the server holds when full.
+        A reading with nothing left (``remaining`` 0: an exhausted or
+        penalised bucket) or no time to refill (``reset_in`` about 0: a
+        reset already past, from a stale header or a skewed clock) says
+        nothing about that size: it can only raise the capacity to
+        ``remaining``, which the server evidently holds. A learned capacity
+        never goes below MIN_BURST_SECONDS of refill and MIN_BURST, nor
+        above the bucket's full size (its limit, or ``burst_seconds`` of
+        refill); a later, larger reading raises it again, so one odd header
+        cannot shrink a key's burst for good.
+        """
+        if seen.remaining is None or seen.remaining <= 0:
+            return
+        full = bucket.limit if self.burst_seconds is None else bucket.rate * self.burst_seconds
+        if seen.reset_in is None or seen.reset_in <= NO_WAIT:
+            # No size, but a floor: the server holds at least what it has left.
+            learned = min(full, seen.remaining)
+            if learned * CAPACITY_TOLERANCE > bucket.capacity:
+                bucket.set_capacity(learned, now)
+            return
+        floor = min(full, max(MIN_BURST, bucket.rate * MIN_BURST_SECONDS))
+        learned = min(full, max(floor, seen.remaining + bucket.rate * seen.reset_in))
+        if learned < bucket.capacity * CAPACITY_TOLERANCE or learned * CAPACITY_TOLERANCE > bucket.capacity:
+            bucket.set_capacity(learned, now)
 
     def snapshot(self, now: float) -> ScopeSnapshot:
         views = {
