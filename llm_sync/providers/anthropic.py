@@ -1,4 +1,7 @@
-"""Anthropic Messages API (``POST /v1/messages``)."""
+"""Anthropic Messages API (``POST /v1/messages``): request bodies, answers,
+stream events and errors. Content blocks, tools and system prompts are
+translated by :mod:`.anthropic_blocks`; streams are decoded by
+:mod:`.anthropic_stream`."""
 
 from __future__ import annotations
 
@@ -7,36 +10,33 @@ from typing import Any, Optional
 
 import requests
 
-from ..errors import LLMValidationError
-from ..models import LLMResponse, MessageRole, Usage
-from ..sse import SSEEvent
-from ..tokens import plausible_count
+from ..errors import LLMProviderError, redact
+from ..models import LLMResponse
 from ..transport import HTTPRequest
+from .anthropic_blocks import parse_content, text_field, tools_and_choice, usage_of, wire_messages, wire_system
+from .anthropic_stream import AnthropicStream
 from .base import LLMRequest, Provider, StreamDecoder, join_url, with_query
 
-__all__ = ["AnthropicProvider"]
+__all__ = ["AnthropicProvider", "COUNT_UNSUPPORTED"]
 
 ANTHROPIC_VERSION = "2023-06-01"
-_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+# error_type of the error parse_count raises when the server has no
+# count_tokens endpoint (an Anthropic-compatible server): the caller falls
+# back to the local estimate. status_code stays the server's (404, 405, 501).
+COUNT_UNSUPPORTED = "count_tokens_unsupported"
+# Where a request id may be found when ``request-id`` is absent (gateways,
+# compatible servers), in order.
+_REQUEST_ID_HEADERS = ("request-id", "x-request-id", "anthropic-request-id", "x-amzn-requestid")
 
 
-def _usage(data: Any, into: Optional[Usage] = None) -> Usage:
-    """Usage figures; one that is not a plausible count (a string, a bool,
-    negative, 10**15) is left out, as if the server had not sent it."""
-    usage = into or Usage()
-    if isinstance(data, dict):
-        for name in _USAGE_FIELDS:
-            value = plausible_count(data.get(name))
-            if value is not None:
-                setattr(usage, name, value)
-    return usage
-
-
-def _text(value: Any) -> Optional[str]:
-    """A text field of the answer: a string or absent, nothing else."""
-    if value is None or isinstance(value, str):
-        return value
-    raise TypeError(f"a text field holds {type(value).__name__}")
+def _body_id(data: Any) -> Optional[str]:
+    """An answer's own id (``request_id``, else the message ``id``)."""
+    if not isinstance(data, dict):
+        return None
+    for name in ("request_id", "id"):
+        if isinstance(data.get(name), str) and data[name]:
+            return str(data[name])
+    return None
 
 
 class AnthropicProvider(Provider):
@@ -56,18 +56,12 @@ class AnthropicProvider(Provider):
         return {"x-api-key": key}
 
     def _conversation(self, request: LLMRequest) -> dict[str, Any]:
-        """System text goes top-level; only user/assistant turns stay."""
-        body: dict[str, Any] = {
-            "model": request.model,
-            "messages": [
-                {"role": m.role.value, "content": _text_only(m.content)}
-                for m in request.messages
-                if m.role is not MessageRole.SYSTEM
-            ],
-        }
-        system = request.system_text()
+        """Model, system (top level), user/assistant turns, tools."""
+        body: dict[str, Any] = {"model": request.model, "messages": wire_messages(request.messages)}
+        system = wire_system(request)
         if system:
             body["system"] = system
+        body.update(tools_and_choice(request))
         return body
 
     def build_body(self, request: LLMRequest) -> dict[str, Any]:
@@ -83,27 +77,55 @@ class AnthropicProvider(Provider):
         return body
 
     def parse_body(self, data: dict[str, Any]) -> LLMResponse:
-        blocks = data.get("content")
+        content = data.get("content")
         usage = data.get("usage")
-        if not isinstance(blocks, list) or not isinstance(usage, (dict, type(None))):
+        if not isinstance(content, list) or not isinstance(usage, (dict, type(None))):
             raise TypeError("content must be a list and usage an object")
-        texts: list[Any] = [b.get("text") for b in blocks if isinstance(b, dict) and b.get("type") == "text"]
-        if not all(isinstance(t, str) for t in texts):
-            raise TypeError("a text block without text")
-        text = "".join(texts)
+        parsed = parse_content(content)
+        stop_reason = text_field(data.get("stop_reason"))
         return LLMResponse(
-            content=text,
-            model=_text(data.get("model")) or "",
-            stop_reason=self.normalize_stop_reason(_text(data.get("stop_reason"))),
-            usage=_usage(data.get("usage")),
-            request_id=None,
+            content=parsed.text,
+            model=text_field(data.get("model")) or "",
+            stop_reason=self.normalize_stop_reason(stop_reason),
+            usage=usage_of(usage),
+            request_id=_body_id(data),  # the fallback: a request-id header wins (annotate)
             raw=data,
+            tool_calls=parsed.tool_calls,
+            refusal=parsed.refusal(stop_reason),
+            thinking=parsed.thinking,
+            blocks=parsed.blocks,
         )
+
+    def request_id(self, http: requests.Response) -> Optional[str]:
+        """``request-id``, else another request-id header a gateway or a
+        compatible server sends; scrubbed."""
+        for name in _REQUEST_ID_HEADERS:
+            value = http.headers.get(name)
+            if value:
+                return redact(value, self.sent_secrets(http))
+        return None
+
+    def annotate(self, response: LLMResponse, http: requests.Response, started: float,
+                 client_id: Optional[str]) -> None:
+        fallback = response.request_id  # from the body: scrub it like a header
+        response.request_id = None if fallback is None else redact(fallback, self.sent_secrets(http))
+        super().annotate(response, http, started, client_id)
+
+    def stream_response(self, decoder: StreamDecoder, text: str, http: Optional[requests.Response],
+                        started: float, client_id: Optional[str]) -> LLMResponse:
+        response = super().stream_response(decoder, text, None, started, client_id)
+        response.request_id = decoder.message_id
+        if http is not None:
+            self.annotate(response, http, started, client_id)
+        return response
 
     def error_fields(self, body: Any) -> tuple[Optional[str], Optional[str], Optional[str]]:
         error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, str):  # {"error": "message"} (some compatible servers)
+            return error, None, None
         if not isinstance(error, dict):
-            return None, None, None
+            detail = body.get("detail") if isinstance(body, dict) else None  # FastAPI-style servers
+            return (detail if isinstance(detail, str) else None), None, None
         details = error.get("details")
         details = details if isinstance(details, dict) else {}
         return error.get("message"), error.get("type"), details.get("error_code")
@@ -114,8 +136,13 @@ class AnthropicProvider(Provider):
         message, _, _ = self.safe_error_fields(body)
         return error_type == "rate_limit_error" and "usage limit" in (message or "").lower()
 
+    def error_from_response(self, http: requests.Response, content: bytes) -> LLMProviderError:
+        """Also reads an error sent as server-sent events with an error
+        status (``event: error`` + ``data: {...}``)."""
+        return super().error_from_response(http, sse_error_json(content))
+
     def stream_decoder(self) -> StreamDecoder:
-        return _AnthropicStream(self)
+        return AnthropicStream(self)
 
     def count_request(self, request: LLMRequest) -> Optional[HTTPRequest]:
         body = self._conversation(request)
@@ -124,74 +151,43 @@ class AnthropicProvider(Provider):
         return HTTPRequest("POST", with_query(self.count_url, request.extra_query), body, headers)
 
     def parse_count(self, http: requests.Response, content: bytes) -> int:
-        tokens = self.json_object(http, content).get("input_tokens")
+        """The count; an error for anything else. A server without the
+        endpoint (404 that is not about the model, 405, 501) raises an
+        :class:`LLMProviderError` whose ``error_type`` is
+        :data:`COUNT_UNSUPPORTED`: estimate locally instead."""
+        try:
+            data = self.json_object(http, content)
+        except LLMProviderError as error:
+            if _no_count_endpoint(error):
+                error.error_type = COUNT_UNSUPPORTED
+            raise
+        tokens = data.get("input_tokens")
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
             raise self._invalid(http, "a count without input_tokens")
         return tokens
 
 
-class _AnthropicStream(StreamDecoder):
-    """message_start → content blocks → message_delta → message_stop."""
-
-    def __init__(self, provider: AnthropicProvider) -> None:
-        super().__init__()
-        self._provider = provider
-        self._tool_inputs: dict[int, list[str]] = {}
-        self._tool_blocks: dict[int, dict[str, Any]] = {}
-
-    def feed(self, event: SSEEvent) -> Optional[str]:
-        kind = event.event
-        if kind == "ping":
-            return None
-        data = self.load(event)
-        kind = data.get("type", kind) if isinstance(data, dict) and kind == "message" else kind
-        if kind == "error":
-            raise self._provider.error_from_event(data)
-        if not isinstance(data, dict):
-            return None
-        if kind == "content_block_delta":
-            delta = data.get("delta") or {}
-            if delta.get("type") == "text_delta":
-                return _text(delta.get("text")) or None
-            if delta.get("type") == "input_json_delta":
-                self._tool_inputs.setdefault(data.get("index", 0), []).append(delta.get("partial_json", ""))
-            return None
-        if kind == "message_start":
-            message = data.get("message") or {}
-            self.model = _text(message.get("model")) or ""
-            self.message_id = message.get("id") if isinstance(message.get("id"), str) else None
-            _usage(message.get("usage"), self.usage)
-        elif kind == "content_block_start":
-            block = data.get("content_block") or {}
-            if block.get("type") == "tool_use":
-                self._tool_blocks[data.get("index", 0)] = dict(block)
-        elif kind == "message_delta":
-            delta = data.get("delta") or {}
-            if delta.get("stop_reason"):
-                self.stop_reason = _text(delta["stop_reason"])
-            if delta.get("stop_sequence"):
-                self.extra["stop_sequence"] = delta["stop_sequence"]
-            _usage(data.get("usage"), self.usage)
-        elif kind == "message_stop":
-            self.done = True
-            self._finish_tools()
-        return None
-
-    def _finish_tools(self) -> None:
-        tools = []
-        for index, block in sorted(self._tool_blocks.items()):
-            text = "".join(self._tool_inputs.get(index, []))
-            try:
-                block["input"] = json.loads(text) if text else block.get("input", {})
-            except ValueError:
-                block["input_json"] = text
-            tools.append(block)
-        if tools:
-            self.extra["tool_use"] = tools
+def _no_count_endpoint(error: LLMProviderError) -> bool:
+    if error.status_code in (405, 501):
+        return True
+    # Anthropic answers 404 not_found_error "model: …" for an unknown model:
+    # that is not a missing endpoint, and estimating would hide it.
+    return error.status_code == 404 and not (error.message or "").lower().startswith("model")
 
 
-def _text_only(content: Any) -> str:
-    """Interim: content blocks are translated by a later change."""
-    if not isinstance(content, str):
-        raise LLMValidationError("content blocks are not supported by this endpoint kind yet")
+def sse_error_json(content: bytes) -> bytes:
+    """The JSON of the first ``data:`` line of an SSE body that carries an
+    error object, else ``content`` unchanged."""
+    if b"data:" not in content[:4096] or content.lstrip()[:1] in (b"{", b"["):
+        return content
+    for line in content.splitlines():
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        try:
+            value = json.loads(data)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(value, dict) and "error" in value:
+            return data
     return content
