@@ -117,13 +117,22 @@ def _assistant(blocks: list[ContentBlock]) -> dict[str, Any]:
             texts.append(block.text)
         elif isinstance(block, ToolUseBlock):
             calls.append({"id": block.id, "type": "function",
-                          "function": {"name": block.name, "arguments": json.dumps(block.input)}})
+                          "function": {"name": block.name, "arguments": _arguments(block.input)}})
         elif not isinstance(block, ThinkingBlock):
             raise LLMValidationError(f"an assistant turn cannot hold a {block.type} block on this endpoint kind")
     turn: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         turn["tool_calls"] = calls
     return turn
+
+
+def _arguments(value: dict[str, Any]) -> str:
+    """A call's arguments as the JSON string OpenAI sends; arguments that
+    were not valid JSON when they arrived (kept as ``{"_raw": text}``) go
+    back as the text they were."""
+    if set(value) == {"_raw"} and isinstance(value["_raw"], str):
+        return value["_raw"]
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _tool_message(block: ToolResultBlock) -> dict[str, Any]:

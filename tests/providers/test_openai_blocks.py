@@ -159,6 +159,12 @@ def test_assistant_tool_use_becomes_tool_calls_and_thinking_is_dropped():
         ]}
 
 
+def test_tool_call_arguments_are_sent_as_they_arrived():
+    turn = Message("assistant", [ToolUseBlock("c1", "t", {"city": "Zürich"}), ToolUseBlock("c2", "t", {"_raw": "{bad"})])
+    calls = body([Message("user", "Hi"), turn])["messages"][1]["tool_calls"]
+    assert [c["function"]["arguments"] for c in calls] == ['{"city": "Zürich"}', "{bad"]
+
+
 def test_an_assistant_turn_of_tool_calls_only_has_null_content():
     turn = Message("assistant", [ToolUseBlock("call_1", "get_weather", {"city": "Rome"})])
     assert body([Message("user", "Hi"), turn])["messages"][1]["content"] is None
@@ -410,7 +416,8 @@ def test_tool_round_trip(mock, client):
 
 def calls_as_sent(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The calls as the next request carries them (arguments re-serialised)."""
-    return [{**c, "function": {**c["function"], "arguments": json.dumps(json.loads(c["function"]["arguments"]))}}
+    return [{**c, "function": {**c["function"], "arguments": json.dumps(json.loads(c["function"]["arguments"]),
+                                                                             ensure_ascii=False)}}
             for c in calls]
 
 
