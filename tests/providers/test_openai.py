@@ -214,7 +214,7 @@ def test_null_content_and_missing_usage(mock, client):
     assert response.content == ""
     assert response.stop_reason == "tool_use"
     assert (response.usage.input_tokens, response.usage.output_tokens) == (0, 0)
-    assert response.request_id is None
+    assert response.request_id == "chatcmpl-123"  # no request-id header: the body's id
 
 
 def test_v1_base_url_is_not_doubled(mock):
