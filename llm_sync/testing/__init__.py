@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from .faults import Fault, FaultKind
     from .limits import SimLimits
     from .recording import RecordedRequest
-    from .replies import count_input_tokens, count_tokens, default_reply
+    from .blocks import count_input_tokens
+    from .replies import count_tokens, default_reply
     from .simulator import ReplyFunction, Simulator
 
 __all__ = [
@@ -40,7 +41,7 @@ _HOMES = {
     "ReplyFunction": "simulator",
     "SimLimits": "limits",
     "Simulator": "simulator",
-    "count_input_tokens": "replies",
+    "count_input_tokens": "blocks",
     "count_tokens": "replies",
     "default_reply": "replies",
 }
