@@ -7,6 +7,17 @@ plugin (which imports this package) stays cheap to import.
     from llm_sync.testing import Simulator
     with Simulator(keys=("sk-sim-1",)) as sim:
         ...  # point a client at sim.base_url
+
+Beyond text, markers in the last user turn script the answer (details in
+:mod:`llm_sync.testing.tools`): ``CALL:name{json}`` calls a declared tool
+(several markers: parallel calls), ``REFUSE`` refuses, ``THINK`` adds
+reasoning, ``BADJSON`` makes a structured answer invalid once. A forced
+``tool_choice`` or an OpenAI ``response_format`` json_schema is answered with
+JSON generated from the schema; tool results are answered
+``"Result: <content>"``. Images and documents are validated and counted
+(:mod:`.blocks`); Anthropic ``cache_control`` and OpenAI automatic prefix
+caching report cache tokens (:mod:`.cache`, prefixes of 1024 tokens or more
+unless ``Simulator(cache_min_tokens=...)``).
 """
 
 from __future__ import annotations
@@ -18,7 +29,8 @@ if TYPE_CHECKING:
     from .faults import Fault, FaultKind
     from .limits import SimLimits
     from .recording import RecordedRequest
-    from .replies import count_input_tokens, count_tokens, default_reply
+    from .blocks import count_input_tokens
+    from .replies import count_tokens, default_reply
     from .simulator import ReplyFunction, Simulator
 
 __all__ = [
@@ -40,7 +52,7 @@ _HOMES = {
     "ReplyFunction": "simulator",
     "SimLimits": "limits",
     "Simulator": "simulator",
-    "count_input_tokens": "replies",
+    "count_input_tokens": "blocks",
     "count_tokens": "replies",
     "default_reply": "replies",
 }

@@ -6,11 +6,14 @@ headers, error shapes and the SSE event sequence follow Anthropic's format.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .faults import FaultKind
-from .limits import Admission, KeyLimiter, whole_seconds
-from .replies import Completion, complete, count_input_tokens, count_tokens, split_chunks
+from .anthropic_stream import content_blocks, stream_message
+from .blocks import BlockError, Piece, anthropic_pieces, check_anthropic_tool_ids
+from .limits import Admission, whole_seconds
+from .replies import complete
+from .tools import REFUSAL_TEXT, anthropic_tools, plan
 
 if TYPE_CHECKING:
     from .exchange import Exchange
@@ -19,30 +22,27 @@ __all__ = ["count_tokens_endpoint", "messages", "models", "sample_body", "valida
 
 MODELS = ("claude-sim-1", "claude-sim-fast")
 _STOP_REASONS = {"end": "end_turn", "max_tokens": "max_tokens", "stop_sequence": "stop_sequence"}
+
+
+@dataclass
+class Prompt:
+    """A checked request: its pieces (for tokens and caching), tools and thinking."""
+
+    pieces: list[Piece]
+    schemas: dict[str, Any]
+    choice: Any
+    thinking: bool
+
+    @property
+    def tokens(self) -> int:
+        return sum(piece.tokens for piece in self.pieces)
+
+
 _BUCKET_WORDS = {
     "requests": "requests",
     "input_tokens": "input tokens",
     "output_tokens": "output tokens",
 }
-
-
-def _blocks_problem(value: Any, where: str) -> str | None:
-    """Why ``value`` is not a string or a list of text blocks, if it is not."""
-    if isinstance(value, str):
-        return None
-    if not isinstance(value, list):
-        return f"{where}: Input should be a valid string or a list of text blocks"
-    for index, block in enumerate(value):
-        if (
-            not isinstance(block, dict)
-            or block.get("type") != "text"
-            or not isinstance(block.get("text"), str)
-        ):
-            return (
-                f"{where}.{index}: the simulator accepts only "
-                '{"type": "text", "text": ...} blocks'
-            )
-    return None
 
 
 def validate(body: Any, *, count_only: bool = False) -> str | None:
@@ -84,11 +84,6 @@ def validate(body: Any, *, count_only: bool = False) -> str | None:
             )
         if role not in ("user", "assistant"):
             return f"messages.{index}.role: Input should be 'user' or 'assistant'"
-        problem = _blocks_problem(message.get("content"), f"messages.{index}.content")
-        if problem:
-            return problem
-    if body.get("system") is not None:
-        return _blocks_problem(body["system"], "system")
     return None
 
 
@@ -110,44 +105,98 @@ def _admit(exchange: Exchange, *, count_only: bool) -> bool:
     return True
 
 
+def _prompt(exchange: Exchange) -> Prompt | None:
+    """Check and count the content, tools and thinking; answer 400 if any is wrong."""
+    body = exchange.body
+    try:
+        pieces = anthropic_pieces(body)
+        schemas, choice = anthropic_tools(body)
+        check_anthropic_tool_ids(body["messages"])
+        thinking = _thinking(body, choice)
+    except BlockError as exc:
+        exchange.send_error(400, exc.message)
+        return None
+    return Prompt(pieces, schemas, choice, thinking)
+
+
+def _thinking(body: dict[str, Any], choice: Any) -> bool:
+    config = body.get("thinking")
+    if config is None:
+        return False
+    kind = config.get("type") if isinstance(config, dict) else None
+    if kind == "disabled":
+        return False
+    if kind != "enabled":
+        raise BlockError("thinking.type: Input tag should be 'enabled' or 'disabled'")
+    budget = config.get("budget_tokens")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1024:
+        raise BlockError("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
+    if "max_tokens" in body and budget >= body["max_tokens"]:
+        raise BlockError("`max_tokens` must be greater than `thinking.budget_tokens`.")
+    if choice == "any" or isinstance(choice, tuple):
+        raise BlockError("Thinking may not be enabled when tool_choice forces tool use.")
+    return True
+
+
 def count_tokens_endpoint(exchange: Exchange) -> None:
     """``POST /v1/messages/count_tokens``: the input tokens a message call would use."""
     if _admit(exchange, count_only=True):
-        body = exchange.body
-        tokens = count_input_tokens(body["messages"], body.get("system"))
-        exchange.send_json(200, {"input_tokens": tokens})
+        prompt = _prompt(exchange)
+        if prompt is not None:
+            exchange.send_json(200, {"input_tokens": prompt.tokens})
 
 
 def messages(exchange: Exchange) -> None:
     """``POST /v1/messages``: a deterministic reply, rate limited per key."""
     if not _admit(exchange, count_only=False):
         return
+    prompt = _prompt(exchange)
+    if prompt is None:
+        return
     body = exchange.body
     max_tokens: int = body["max_tokens"]
-    input_tokens = count_input_tokens(body["messages"], body.get("system"))
-    reply = exchange.sim._reply(body["messages"])
-    done = complete(reply, max_tokens=max_tokens, stop_sequences=body.get("stop_sequences") or ())
     assert exchange.key_index is not None
-    limiter = exchange.sim._limiter(exchange.key_index)
-    admission = limiter.acquire_anthropic(input_tokens, max_tokens)
+    sim = exchange.sim
+    cache = sim._prompt_cache.anthropic(f"anthropic:{exchange.key_index}:{body['model']}", prompt.pieces)
+    input_tokens = prompt.tokens - cache.read - cache.created
+    answer = plan(body["messages"], prompt.schemas, prompt.choice, thinking=prompt.thinking,
+                  bad_json=sim._bad_json_once, bad_style="types")
+    if answer.refusal:
+        reply = REFUSAL_TEXT
+    else:
+        reply = "" if answer.calls else sim._reply(body["messages"])
+    done = complete(reply, max_tokens=max_tokens, stop_sequences=body.get("stop_sequences") or ())
+    limiter = sim._limiter(exchange.key_index)
+    admission = limiter.acquire_anthropic(input_tokens + cache.created, max_tokens)
     if not admission.allowed:
         _reject(exchange, admission)
         return
+    sim._prompt_cache.commit(cache)
+    usage = {"input_tokens": input_tokens, "output_tokens": done.output_tokens + answer.extra_tokens}
+    if any(piece.ttl is not None for piece in prompt.pieces):
+        usage.update(cache_creation_input_tokens=cache.created, cache_read_input_tokens=cache.read)
+    if answer.refusal:
+        stop_reason = "refusal"
+    elif answer.calls:
+        stop_reason = "tool_use"
+    else:
+        stop_reason = _STOP_REASONS[done.finish]
+    reply_blocks = content_blocks(exchange, answer, done.text)
     if body.get("stream"):
-        _stream(exchange, limiter, input_tokens, done, admission.headers)
+        stream_message(exchange, limiter, reply_blocks, stop_reason, done, usage, admission.headers)
         return
-    limiter.refund_output(max_tokens - done.output_tokens)
+    limiter.refund_output(max_tokens - usage["output_tokens"])
     exchange.send_json(
         200,
         {
             "id": f"msg_sim_{exchange.number}",
             "type": "message",
             "role": "assistant",
-            "content": [{"type": "text", "text": done.text}],
+            "content": reply_blocks,
             "model": body["model"],
-            "stop_reason": _STOP_REASONS[done.finish],
+            "stop_reason": stop_reason,
             "stop_sequence": done.stop_sequence,
-            "usage": exchange.usage({"input_tokens": input_tokens, "output_tokens": done.output_tokens}),
+            "usage": exchange.usage(usage),
         },
         admission.headers,
     )
@@ -163,78 +212,6 @@ def _reject(exchange: Exchange, admission: Admission) -> None:
     )
     headers = {"retry-after": str(whole_seconds(admission.retry_after)), **admission.headers}
     exchange.send_error(429, message, headers=headers)
-
-
-def _stream(
-    exchange: Exchange,
-    limiter: KeyLimiter,
-    input_tokens: int,
-    done: Completion,
-    headers: dict[str, str],
-) -> None:
-    """Send the reply as Anthropic's SSE event sequence, honouring stream faults."""
-    body = exchange.body
-    max_tokens: int = body["max_tokens"]
-    fault = exchange.take_stream_fault()
-    exchange.start_stream(headers)
-    exchange.sse(
-        "message_start",
-        {
-            "type": "message_start",
-            "message": {
-                "id": f"msg_sim_{exchange.number}",
-                "type": "message",
-                "role": "assistant",
-                "content": [],
-                "model": body["model"],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": exchange.usage({"input_tokens": input_tokens, "output_tokens": 1}),
-            },
-        },
-    )
-    exchange.sse("ping", {"type": "ping"})
-    exchange.sse(
-        "content_block_start",
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-    )
-    chunks = split_chunks(done.text)
-    sent = len(chunks) if fault is None else min(fault.after_chunks, len(chunks))
-    for chunk in chunks[:sent]:
-        exchange.sse(
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": chunk},
-            },
-        )
-    if fault is not None:
-        limiter.refund_output(max_tokens - count_tokens("".join(chunks[:sent])))
-        if fault.kind is FaultKind.STREAM_ERROR:
-            exchange.sse(
-                "error",
-                {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
-            )
-            exchange.end_stream()
-        else:
-            exchange.abort()
-        return
-    limiter.refund_output(max_tokens - done.output_tokens)
-    exchange.sse("content_block_stop", {"type": "content_block_stop", "index": 0})
-    exchange.sse(
-        "message_delta",
-        {
-            "type": "message_delta",
-            "delta": {
-                "stop_reason": _STOP_REASONS[done.finish],
-                "stop_sequence": done.stop_sequence,
-            },
-            "usage": exchange.usage({"output_tokens": done.output_tokens}),
-        },
-    )
-    exchange.sse("message_stop", {"type": "message_stop"})
-    exchange.end_stream()
 
 
 def models(exchange: Exchange) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from .faults import FaultKind
+from .blocks import BlockError, Piece, check_openai_tool_ids, openai_pieces
 from .limits import Admission, format_duration, whole_seconds
-from .replies import Completion, complete, count_input_tokens, split_chunks
+from .openai_stream import FINGERPRINT, reply_message, stream_chat
+from .replies import Completion, complete, count_tokens
+from .tools import REFUSAL_TEXT, openai_tools, plan
 
 if TYPE_CHECKING:
     from .exchange import Exchange
@@ -20,28 +22,12 @@ __all__ = ["DEFAULT_MAX_TOKENS", "chat_completions", "models", "sample_body", "v
 
 DEFAULT_MAX_TOKENS = 1024
 MODELS = ("gpt-sim-1", "gpt-sim-mini")
-_ROLES = ("system", "developer", "user", "assistant")
-_FINGERPRINT = "fp_sim"
+_ROLES = ("system", "developer", "user", "assistant", "tool")
 _LIMIT_WORDS = {"requests": "requests per min (RPM)", "tokens": "tokens per min (TPM)"}
 
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _content_problem(content: Any, role: Any, where: str) -> str | None:
-    if isinstance(content, str) or (content is None and role == "assistant"):
-        return None
-    if not isinstance(content, list):
-        return f"Invalid type for '{where}': expected a string or an array of text parts."
-    for index, part in enumerate(content):
-        if (
-            not isinstance(part, dict)
-            or part.get("type") != "text"
-            or not isinstance(part.get("text"), str)
-        ):
-            return f"Invalid value for '{where}[{index}]': the simulator accepts only text parts."
-    return None
 
 
 def validate(body: Any) -> tuple[str, str | None] | None:
@@ -61,9 +47,6 @@ def validate(body: Any) -> tuple[str, str | None] | None:
         if role not in _ROLES:
             supported = ", ".join(_ROLES)
             return f"Invalid value: '{role}'. Supported roles: {supported}.", where + ".role"
-        problem = _content_problem(message.get("content"), role, where + ".content")
-        if problem:
-            return problem, where + ".content"
     for name in ("max_completion_tokens", "max_tokens"):
         if body.get(name) is not None and not _positive_int(body[name]):
             return f"Invalid '{name}': expected an integer of at least 1.", name
@@ -80,6 +63,18 @@ def validate(body: Any) -> tuple[str, str | None] | None:
             return "Invalid 'stop': expected a string or an array of up to 4 strings.", "stop"
     if not isinstance(body.get("stream", False), bool):
         return "Invalid 'stream': expected a boolean.", "stream"
+    response_format = body.get("response_format")
+    if response_format is not None:
+        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        if kind not in ("text", "json_object", "json_schema"):
+            return "Invalid value for 'response_format.type'.", "response_format.type"
+        spec = response_format.get("json_schema")
+        if kind == "json_schema" and (
+            not isinstance(spec, dict) or not isinstance(spec.get("name"), str)
+            or not isinstance(spec.get("schema"), dict)
+        ):
+            return "Missing required parameter: 'response_format.json_schema' (name and schema).", \
+                "response_format.json_schema"
     options = body.get("stream_options")
     if options is not None:
         if not body.get("stream"):
@@ -115,46 +110,89 @@ def _admit(exchange: Exchange) -> bool:
     return True
 
 
+def _prompt(exchange: Exchange) -> tuple[list[Piece], dict[str, Any], Any] | None:
+    """Check tool ids, content and tools; answer 400 if any is wrong."""
+    body = exchange.body
+    try:
+        check_openai_tool_ids(body["messages"])
+        pieces = openai_pieces(body)
+        schemas, choice = openai_tools(body)
+    except BlockError as exc:
+        exchange.send_error(400, exc.message, param=exc.param, code=None)
+        return None
+    return pieces, schemas, choice
+
+
+def _response_schema(body: dict[str, Any]) -> Any:
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        return response_format["json_schema"]["schema"]
+    if response_format.get("type") == "json_object":
+        return {"type": "object", "properties": {"reply": {"type": "string"}}, "required": ["reply"]}
+    return None
+
+
 def chat_completions(exchange: Exchange) -> None:
     """``POST /v1/chat/completions``: a deterministic reply, rate limited per key."""
     if not _admit(exchange):
         return
+    checked = _prompt(exchange)
+    if checked is None:
+        return
+    pieces, schemas, choice = checked
     body = exchange.body
+    sim = exchange.sim
     max_tokens: int = (
         body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
     )
-    prompt_tokens = count_input_tokens(body["messages"])
+    prompt_tokens = sum(piece.tokens for piece in pieces)
+    assert exchange.key_index is not None
+    cache = sim._prompt_cache.openai(f"openai:{exchange.key_index}:{body['model']}", pieces)
     stop = body.get("stop")
     stops = [stop] if isinstance(stop, str) else (stop or [])
-    reply = exchange.sim._reply(body["messages"])
+    answer = plan(body["messages"], schemas, choice, thinking=True,
+                  response_schema=_response_schema(body), bad_json=sim._bad_json_once)
+    if answer.refusal:
+        reply = REFUSAL_TEXT
+    elif answer.calls:
+        reply = ""
+    else:
+        reply = answer.structured if answer.structured is not None else sim._reply(body["messages"])
     done = complete(reply, max_tokens=max_tokens, stop_sequences=stops)
-    assert exchange.key_index is not None
-    admission = exchange.sim._limiter(exchange.key_index).acquire_openai(prompt_tokens + max_tokens)
+    admission = sim._limiter(exchange.key_index).acquire_openai(prompt_tokens + max_tokens)
     if not admission.allowed:
         _reject(exchange, admission)
         return
-    usage = exchange.usage({
+    sim._prompt_cache.commit(cache)
+    completion = done.output_tokens + answer.extra_tokens
+    usage: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
-        "completion_tokens": done.output_tokens,
-        "total_tokens": prompt_tokens + done.output_tokens,
-    })
+        "completion_tokens": completion,
+        "total_tokens": prompt_tokens + completion,
+    }
+    if prompt_tokens >= sim._prompt_cache.min_tokens:
+        usage["prompt_tokens_details"] = {"cached_tokens": cache.read}
+    if answer.thinking is not None:
+        usage["completion_tokens_details"] = {"reasoning_tokens": count_tokens(answer.thinking)}
+    usage = exchange.usage(usage)
+    finish = "tool_calls" if answer.calls else _finish_reason(done)
     if body.get("stream"):
-        _stream(exchange, done, usage, admission.headers)
+        stream_chat(exchange, answer, done.text, finish, usage, admission.headers)
         return
     exchange.send_json(
         200,
         {
             "id": f"chatcmpl-sim-{exchange.number}",
             "object": "chat.completion",
-            "created": int(exchange.sim._wall_clock()),
+            "created": int(sim._wall_clock()),
             "model": body["model"],
-            "system_fingerprint": _FINGERPRINT,
+            "system_fingerprint": FINGERPRINT,
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": done.text},
+                    "message": reply_message(exchange, answer, done.text),
                     "logprobs": None,
-                    "finish_reason": _finish_reason(done),
+                    "finish_reason": finish,
                 }
             ],
             "usage": usage,
@@ -185,63 +223,6 @@ def _reject(exchange: Exchange, admission: Admission) -> None:
     exchange.send_error(
         429, message, error_type=kind, code="rate_limit_exceeded", headers=headers
     )
-
-
-def _stream(
-    exchange: Exchange, done: Completion, usage: dict[str, int], headers: dict[str, str]
-) -> None:
-    """Send the reply as OpenAI's chunk stream, honouring stream faults."""
-    body = exchange.body
-    options = body.get("stream_options") or {}
-    include_usage = bool(options.get("include_usage"))
-    created = int(exchange.sim._wall_clock())
-
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "id": f"chatcmpl-sim-{exchange.number}",
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": body["model"],
-            "system_fingerprint": _FINGERPRINT,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-        if include_usage:
-            data["usage"] = None
-        return data
-
-    fault = exchange.take_stream_fault()
-    exchange.start_stream(headers)
-    exchange.sse(None, chunk({"role": "assistant", "content": ""}))
-    pieces = split_chunks(done.text)
-    sent = len(pieces) if fault is None else min(fault.after_chunks, len(pieces))
-    for piece in pieces[:sent]:
-        exchange.sse(None, chunk({"content": piece}))
-    if fault is not None:
-        if fault.kind is FaultKind.STREAM_ERROR:
-            exchange.sse(
-                None,
-                {
-                    "error": {
-                        "message": "The server had an error while processing your request. "
-                        "Sorry about that!",
-                        "type": "server_error",
-                        "param": None,
-                        "code": None,
-                    }
-                },
-            )
-            exchange.end_stream()
-        else:
-            exchange.abort()
-        return
-    exchange.sse(None, chunk({}, _finish_reason(done)))
-    if include_usage:
-        final = chunk({})
-        final["choices"] = []
-        final["usage"] = usage
-        exchange.sse(None, final)
-    exchange.sse(None, "[DONE]")
-    exchange.end_stream()
 
 
 def models(exchange: Exchange) -> None:

@@ -15,6 +15,7 @@ from email.message import Message
 from io import BufferedIOBase
 from typing import Any, Protocol
 
+from .cache import PromptCache
 from .faults import FaultQueue
 from .limits import KeyLimiter
 from .recording import RecordedRequest
@@ -39,6 +40,11 @@ class SimulatorState(Protocol):
 
     @property
     def _wall_clock(self) -> Callable[[], float]: ...
+
+    @property
+    def _prompt_cache(self) -> PromptCache: ...
+
+    def _bad_json_once(self, prompt: str) -> bool: ...
 
     def _next_number(self) -> int: ...
 

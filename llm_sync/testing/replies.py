@@ -18,7 +18,14 @@ Input tokens of a request (:func:`count_input_tokens`)::
 top-level ``system`` is the ``system`` term (no +3); OpenAI system messages are
 ordinary messages.  Output tokens are ``count_tokens`` of the emitted text.
 
-Reply rule (:func:`default_reply`): if an earlier user turn says "my name is X"
+Content blocks (images, documents, tools, tool calls and results) count
+too; :func:`llm_sync.testing.count_input_tokens` applies the whole rule
+(see :mod:`.blocks`).
+
+Reply rule (:func:`default_reply`): a conversation ending in tool results
+(Anthropic ``tool_result`` blocks, OpenAI ``tool`` messages) is answered
+``"Result: <content>"`` (several joined by ``"; "``, an error result as
+``"error: <content>"``). Otherwise, if an earlier user turn says "my name is X"
 and the last user turn asks "what's my name" / "what is my name", the reply is
 ``"Your name is X."``; otherwise ``"Simulated reply to: <last user text>"``
 with that text trimmed to its first 40 words.
@@ -85,8 +92,28 @@ def count_input_tokens(messages: Sequence[Mapping[str, Any]], system: Any = None
     return total
 
 
+def _tool_results(messages: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The tool results the conversation ends with, as text (empty if none)."""
+    results: list[str] = []
+    if messages and messages[-1].get("role") == "tool":
+        index = len(messages)
+        while index > 0 and messages[index - 1].get("role") == "tool":
+            index -= 1
+        return [content_text(message.get("content")) for message in messages[index:]]
+    content = messages[-1].get("content") if messages and messages[-1].get("role") == "user" else None
+    if isinstance(content, list):
+        for block in content:
+            if isinstance(block, Mapping) and block.get("type") == "tool_result":
+                text = content_text(block.get("content"))
+                results.append(f"error: {text}" if block.get("is_error") else text)
+    return results
+
+
 def default_reply(messages: Sequence[Mapping[str, Any]]) -> str:
-    """Answer a conversation deterministically, remembering a stated name."""
+    """Answer a conversation deterministically: tool results, a stated name, an echo."""
+    results = _tool_results(messages)
+    if results:
+        return "Result: " + "; ".join(results)
     user_texts = [
         content_text(message.get("content"))
         for message in messages

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from .cache import DEFAULT_MIN_TOKENS, PromptCache
 from .faults import Fault, FaultKind, FaultQueue
 from .handler import SimServer
 from .limits import KeyLimiter, SimLimits
@@ -43,6 +44,20 @@ class Simulator:
     :meth:`start` / :meth:`stop`.  ``clock`` (monotonic seconds) drives the
     rate-limit buckets and ``wall_clock`` (POSIX seconds) the timestamps, so
     tests can inject fake clocks and move time by hand.
+
+    Beyond text (see :mod:`.tools`, :mod:`.blocks`, :mod:`.cache`): both
+    kinds accept images, documents, tools and tool results in their native
+    shapes (malformed ones and tool results that answer no call get a 400),
+    and count them in input tokens. Markers in the last user turn script
+    the answer: ``CALL:name{json}`` (tool calls, several in parallel),
+    ``REFUSE`` (a refusal), ``THINK`` (reasoning) and ``BADJSON`` (the
+    structured answer is invalid once); a forced ``tool_choice`` or an OpenAI
+    ``response_format`` json_schema is answered with input generated from
+    the schema. Prompt caching follows each provider: Anthropic
+    ``cache_control`` breakpoints, OpenAI automatic prefixes; prefixes
+    shorter than ``cache_min_tokens`` (1024, as on real models) are never
+    cached, and Anthropic cache reads are not charged to the
+    input-tokens-per-minute bucket.
     """
 
     def __init__(
@@ -56,6 +71,7 @@ class Simulator:
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
         path_prefix: str = "/v1",
+        cache_min_tokens: int = DEFAULT_MIN_TOKENS,
     ) -> None:
         keys = (keys,) if isinstance(keys, str) else tuple(keys)
         if not all(isinstance(key, str) and key for key in keys):
@@ -81,6 +97,8 @@ class Simulator:
         self._counter = 0
         self._limits = self._per_key(limits)
         self._limiters = [KeyLimiter(item, clock, wall_clock) for item in self._limits]
+        self._prompt_cache = PromptCache(clock, cache_min_tokens)
+        self._bad_json_seen: set[str] = set()
         self._server: SimServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -207,8 +225,11 @@ class Simulator:
         return counts
 
     def reset(self) -> None:
-        """Forget recordings, drop pending faults and refill every bucket."""
+        """Forget recordings, the prompt cache and ``BADJSON`` prompts seen,
+        drop pending faults and refill every bucket."""
+        self._prompt_cache.clear()
         with self._lock:
+            self._bad_json_seen.clear()
             self._recordings.clear()
             self._limiters = [
                 KeyLimiter(item, self._clock, self._wall_clock) for item in self._limits
@@ -447,6 +468,14 @@ class Simulator:
     def _limiter(self, key_index: int) -> KeyLimiter:
         with self._lock:
             return self._limiters[key_index]
+
+    def _bad_json_once(self, prompt: str) -> bool:
+        """True the first time a ``BADJSON`` prompt text is seen (its answer is invalid)."""
+        with self._lock:
+            if prompt in self._bad_json_seen:
+                return False
+            self._bad_json_seen.add(prompt)
+            return True
 
     def _reply(self, messages: list[dict[str, Any]]) -> str:
         with self._lock:
