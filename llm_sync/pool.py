@@ -210,11 +210,16 @@ class KeyPool:
         self._bury()
         started = self._clock()
         slot = self._take_slot(max(0.0, until - started), by_caller)
-        if self.idle_timeout and self._clock() - slot.last_used > self.idle_timeout:
-            slot.session.close()  # drop connections the server has likely timed out
-        if key is None:
-            return Lease(self, slot, self._choose_key())
-        key.bind()
+        try:
+            if self.idle_timeout and self._clock() - slot.last_used > self.idle_timeout:
+                slot.session.close()  # drop connections the server has likely timed out
+            if key is None:
+                key = self._choose_key()
+            else:
+                key.bind()
+        except BaseException:  # a Ctrl-C here must not lose the Session
+            self._give_back(slot)
+            raise
         return Lease(self, slot, key)
 
     def _take_slot(self, remaining: float, by_caller: bool) -> _Slot:
@@ -229,11 +234,24 @@ class KeyPool:
                 self._leased.add(slot)
                 return slot
             self._line.append(waiter)
+        try:
+            self._wait_in_line(waiter, remaining, by_caller)
+        except BaseException:
+            # A timeout, a Ctrl-C or SystemExit in the wait: leave the line,
+            # or pass on a Session handed over meanwhile, so none is lost.
+            self._leave_line(waiter)
+            raise
+        if waiter.slot is None:
+            raise LLMClosedError(f"the {self.name} pool is closed")
+        return waiter.slot
+
+    def _wait_in_line(self, waiter: _Waiter, remaining: float, by_caller: bool) -> None:
+        """Wait until ``waiter`` is handed a Session or woken by close."""
         deadline = time.monotonic() + remaining
         while True:
             left = deadline - time.monotonic()
             if waiter.event.wait(max(0.0, min(left, _GRAVEYARD_POLL))):
-                break
+                return
             if self._bury():  # a stream the collector closed may have freed a Session
                 continue
             if left <= _GRAVEYARD_POLL:
@@ -245,10 +263,29 @@ class KeyPool:
                         if by_caller:  # the call's own deadline: nothing was sent
                             raise LLMTimeoutError(message, sent=False, deadline_passed=True, kind="deadline")
                         raise LLMPoolExhaustedError(message)
-                break  # handed a Session (or closed) just now
-        if waiter.slot is None:
-            raise LLMClosedError(f"the {self.name} pool is closed")
-        return waiter.slot
+                return  # handed a Session (or closed) just now
+
+    def _leave_line(self, waiter: _Waiter) -> None:
+        """A waiter gives up: out of the line, and a Session it was handed
+        goes on to the next waiter (or back to the free stack)."""
+        with self._lock:
+            slot, waiter.slot = waiter.slot, None
+            if slot is None:
+                try:
+                    self._line.remove(waiter)
+                except ValueError:
+                    pass  # already out: timed out, or woken by close()
+                return
+            close = self._hand_on(slot)
+        if close:
+            slot.session.close()
+
+    def _give_back(self, slot: _Slot) -> None:
+        """Return a Session taken for a lease that was never made."""
+        with self._lock:
+            close = self._hand_on(slot)
+        if close:
+            slot.session.close()
 
     def _choose_key(self) -> PooledKey:
         """The key with the fewest leases; ties go to the least recently
@@ -269,17 +306,25 @@ class KeyPool:
         with self._lock:  # under the lock, so close() cannot miss this slot
             if slot not in self._leased:
                 return  # lent before a fork rebuilt the pool: the parent's
-            if not self._closed:
-                if self._line:
-                    waiter = self._line.popleft()
-                    waiter.slot = slot
-                    waiter.event.set()
-                    return
-                self._leased.discard(slot)
-                self._free.append(slot)
-                return
+            close = self._hand_on(slot)
+        if close:
+            slot.session.close()
+
+    def _hand_on(self, slot: _Slot) -> bool:
+        """Under ``_lock``: give a leased Session to the longest waiter,
+        else put it on top of the free stack. True if the pool is closed:
+        the caller then closes the Session (outside the lock)."""
+        if not self._closed:
+            if self._line:
+                waiter = self._line.popleft()
+                waiter.slot = slot
+                waiter.event.set()
+                return False
             self._leased.discard(slot)
-        slot.session.close()
+            self._free.append(slot)
+            return False
+        self._leased.discard(slot)
+        return True
 
     def _bury(self) -> bool:
         """Close streams the garbage collector handed over; True if any."""
