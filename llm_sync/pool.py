@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import os
 import threading
 import time
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from .streaming import Stream
 
 __all__ = ["KeyPool", "Lease"]
+
+_log = logging.getLogger("llm_sync")
 
 # A waiter re-checks for streams closed by the garbage collector this often.
 _GRAVEYARD_POLL = 0.25
@@ -327,14 +330,19 @@ class KeyPool:
         return True
 
     def _bury(self) -> bool:
-        """Close streams the garbage collector handed over; True if any."""
+        """Close streams the garbage collector handed over; True if any.
+        Never raises: it runs on behalf of unrelated callers (a lease, a
+        waiter, status, close), so a finisher's failure is only logged."""
         buried = False
         while self._graveyard:
             try:
                 stream = self._graveyard.popleft()
             except IndexError:
                 break
-            stream.close()
+            try:
+                stream.close()
+            except Exception as exc:
+                _log.warning("closing an abandoned %s stream raised %s", self.name, type(exc).__name__)
             buried = True
         return buried
 
@@ -392,14 +400,25 @@ class KeyPool:
             for waiter in waiters:
                 waiter.closed = True
                 waiter.event.set()
-        self.limiter.close()
+        # Every step runs whatever an earlier one raised: a failure is
+        # logged (by type only) and never stops the shutdown half-way.
+        self._quietly("closing the rate limiter", self.limiter.close)
         for stream in streams:
-            stream.abort(f"the {self.name} pool was closed before the stream's end: the answer is incomplete")
+            self._quietly("cutting a stream", stream.abort, self._cut_reason())
         for slot in leased:
-            inflight.abort(slot.session)
+            self._quietly("cutting a call in flight", inflight.abort, slot.session)
         self._bury()
         for slot in idle:
-            slot.session.close()
+            self._quietly("closing an idle Session", slot.session.close)
+
+    def _cut_reason(self) -> str:
+        return f"the {self.name} pool was closed before the stream's end: the answer is incomplete"
+
+    def _quietly(self, what: str, step: Callable[..., Any], *args: Any) -> None:
+        try:
+            step(*args)
+        except Exception as exc:
+            _log.warning("%s of the %s pool raised %s; close goes on", what, self.name, type(exc).__name__)
 
     @property
     def closed(self) -> bool:

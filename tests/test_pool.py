@@ -356,3 +356,65 @@ def test_an_interrupt_after_the_session_is_taken_gives_it_back(monkeypatch: pyte
     monkeypatch.undo()
     assert pool.available == 1
     pool.acquire(timeout=0.05).release()
+
+
+# --- close and lease never stop for, nor pass on, a stream finisher's failure ---
+
+class _FailingStream:
+    """Stands for a Stream whose finisher (a middleware's bug) raises."""
+
+    def __init__(self, fails: bool) -> None:
+        self.fails = fails
+        self.aborted: list[str] = []
+        self.closed = 0
+
+    def abort(self, reason: str) -> None:
+        self.aborted.append(reason)
+        if self.fails:
+            raise RuntimeError("user data: SECRET-abort")
+
+    def close(self) -> None:
+        self.closed += 1
+        if self.fails:
+            raise RuntimeError("user data: SECRET-close")
+
+
+def test_close_goes_on_past_a_stream_that_raises(monkeypatch: pytest.MonkeyPatch, caplog: Any):
+    import logging
+
+    import llm_sync.inflight as inflight
+
+    pool, sessions = make_pool(max_size=2)
+    lease = pool.acquire()
+    aborted: list[Any] = []
+    monkeypatch.setattr(inflight, "abort", aborted.append)
+    streams = [_FailingStream(fails=True), _FailingStream(fails=False)]
+    for stream in streams:
+        lease.track(stream)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="llm_sync"):
+        pool.close()  # must not raise
+    assert all(stream.aborted for stream in streams)  # the second one too
+    assert aborted == [lease.session]  # the leased Session is cut
+    idle = [s for s in sessions if s is not lease.session]
+    assert idle[0].closed == 1  # the idle one is closed
+    with pytest.raises(LLMClosedError):
+        pool.acquire()
+    warnings = [r for r in caplog.records if r.name == "llm_sync"]
+    assert warnings and all("SECRET" not in r.getMessage() for r in warnings)
+    assert "RuntimeError" in warnings[0].getMessage()
+    lease.release()
+
+
+def test_a_stream_buried_on_an_unrelated_callers_lease_never_fails_it(caplog: Any):
+    import logging
+
+    pool, _ = make_pool(max_size=1)
+    stream = _FailingStream(fails=True)
+    pool._graveyard.append(stream)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="llm_sync"):
+        lease = pool.acquire()  # buries the stream first: its failure is not this caller's
+    assert stream.closed == 1
+    lease.release()
+    assert pool.available == 1
+    assert any("RuntimeError" in r.getMessage() and "SECRET" not in r.getMessage()
+               for r in caplog.records if r.name == "llm_sync")

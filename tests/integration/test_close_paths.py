@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import pytest
 
-from llm_sync.errors import LLMError
+from llm_sync.errors import LLMClosedError, LLMError
 
 
 def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -45,3 +45,60 @@ def test_ctrl_c_while_waiting_for_a_lease_loses_no_session(make_manager):
         stream.close()
     assert pool.available == 2 and pool.waiting == 0
     assert client.complete("again", timeout=5).content
+
+
+class _Gate:
+    """A reply function that holds every request until opened."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Semaphore(0)
+        self.open = threading.Event()
+
+    def __call__(self, messages: list[dict[str, Any]]) -> str:
+        self.arrived.release()
+        self.open.wait(30)
+        return "late"
+
+
+def test_close_is_complete_when_a_middleware_raises_in_a_stream_finisher(make_manager, llm_simulator, caplog):
+    import logging
+
+    from llm_sync.middleware.base import Middleware
+
+    class Bad(Middleware):
+        def process_error(self, error: Any, context: Any) -> Any:
+            raise RuntimeError("user data: SECRET-process-error")
+
+    manager = make_manager(max_size=2, timeout={"connect": 5, "read": 30})
+    manager.add_middleware(Bad())
+    client = manager.get_client("anthropic")
+    pools = list(manager._pools.values())
+    stream = client.stream("hello there friend, tell me a long story", max_tokens=200)
+    next(stream)
+    gate = _Gate()
+    llm_simulator.set_reply(gate)
+    outcome: list[Any] = []
+
+    def stalled() -> None:
+        try:
+            client.complete("stall", timeout=30)
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            outcome.append(exc)
+
+    caller = threading.Thread(target=stalled)
+    caller.start()
+    try:
+        assert gate.arrived.acquire(timeout=10)  # the server holds the call
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="llm_sync"):
+            manager.close()  # must neither raise nor stop before cutting the stalled call
+        caller.join(10)
+        assert not caller.is_alive() and time.monotonic() - started < 5
+        assert outcome  # cut at once (the chain's own middleware may turn that into its error)
+        assert all(pool.closed for pool in pools)  # every endpoint, also those after the failure
+        with pytest.raises(LLMClosedError):
+            next(stream)
+        assert all("SECRET" not in r.getMessage() for r in caplog.records if r.name == "llm_sync")
+    finally:
+        gate.open.set()
+        llm_simulator.set_reply(None)
