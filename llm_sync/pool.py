@@ -103,7 +103,8 @@ class Lease:
         self._pool._graveyard.append(stream)
 
     def track(self, stream: "Stream") -> None:
-        self._pool._streams.add(stream)
+        """Let close() cut ``stream``; cut it now if close() already ran."""
+        self._pool._track(stream)
 
     def __enter__(self) -> "Lease":
         return self
@@ -328,6 +329,16 @@ class KeyPool:
             return False
         self._leased.discard(slot)
         return True
+
+    def _track(self, stream: "Stream") -> None:
+        """Under the lock, so close() never iterates a set that changes
+        size, and never misses a stream: one tracked after close() took
+        its snapshot is cut here, as close() would have."""
+        with self._lock:
+            if not self._closed:
+                self._streams.add(stream)
+                return
+        self._quietly("cutting a stream", stream.abort, self._cut_reason())
 
     def _bury(self) -> bool:
         """Close streams the garbage collector handed over; True if any.

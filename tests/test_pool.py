@@ -418,3 +418,25 @@ def test_a_stream_buried_on_an_unrelated_callers_lease_never_fails_it(caplog: An
     assert pool.available == 1
     assert any("RuntimeError" in r.getMessage() and "SECRET" not in r.getMessage()
                for r in caplog.records if r.name == "llm_sync")
+
+
+def test_a_stream_tracked_after_close_is_cut_at_once():
+    pool, _ = make_pool(max_size=1)
+    lease = pool.acquire()
+    pool.close()  # between the stream's start and its tracking
+    stream = _FailingStream(fails=False)
+    lease.track(stream)  # type: ignore[arg-type]
+    assert len(stream.aborted) == 1 and "closed" in stream.aborted[0]
+    assert len(pool._streams) == 0
+    lease.release()
+
+
+def test_a_stream_tracked_before_close_is_cut_by_close():
+    pool, _ = make_pool(max_size=1)
+    lease = pool.acquire()
+    stream = _FailingStream(fails=False)
+    lease.track(stream)  # type: ignore[arg-type]
+    assert stream.aborted == []
+    pool.close()
+    assert len(stream.aborted) == 1
+    lease.release()

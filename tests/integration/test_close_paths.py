@@ -102,3 +102,21 @@ def test_close_is_complete_when_a_middleware_raises_in_a_stream_finisher(make_ma
     finally:
         gate.open.set()
         llm_simulator.set_reply(None)
+
+
+def test_a_stream_that_starts_as_the_manager_closes_raises_closed_not_a_connection_error(make_manager, monkeypatch):
+    from llm_sync.streaming import Stream
+
+    manager = make_manager(max_size=2)
+    attach = Stream.attach
+
+    def attach_then_close(self: Stream, owner: Any) -> None:
+        attach(self, owner)
+        manager.close()  # after prime() succeeded, before the pipeline tracks the stream
+
+    monkeypatch.setattr(Stream, "attach", attach_then_close)
+    stream = manager.get_client("anthropic").stream("hello there friend, tell me a long story", max_tokens=200)
+    monkeypatch.undo()
+    with pytest.raises(LLMClosedError):
+        list(stream)
+    assert stream.closed
