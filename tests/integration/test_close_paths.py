@@ -120,3 +120,29 @@ def test_a_stream_that_starts_as_the_manager_closes_raises_closed_not_a_connecti
     with pytest.raises(LLMClosedError):
         list(stream)
     assert stream.closed
+
+
+def test_a_done_callback_may_close_the_manager(make_manager, caplog):
+    import logging
+
+    manager = make_manager(max_size=2)
+    closed = threading.Event()
+    outcome: list[Any] = []
+
+    def on_done(future: Any) -> None:
+        try:
+            outcome.append(manager.close())
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            outcome.append(exc)
+        closed.set()
+
+    go = threading.Event()
+    client = manager.get_client("anthropic")
+    future = client._workers.submit(lambda: (go.wait(10), client.complete("hi", timeout=10))[1])
+    future.add_done_callback(on_done)  # runs in the worker thread once the call is done
+    with caplog.at_level(logging.WARNING, logger="llm_sync"):
+        go.set()
+        assert closed.wait(10)
+    assert outcome == [None] and manager.closed
+    assert not [r for r in caplog.records if r.name == "llm_sync"]  # closed cleanly, nothing failed
+    assert future.result(0).content
