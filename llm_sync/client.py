@@ -54,6 +54,14 @@ class WorkerThreads:
         self._closed = False
         self._pid = os.getpid()
         self._fork_locks: dict[int, threading.Lock] = {}
+        # Each worker thread notes which executor it belongs to, so that a
+        # close() run by one of them (a task, a Future's done-callback)
+        # does not wait for itself to finish.
+        self._mine = threading.local()
+        self._token: Optional[object] = None
+
+    def _enter(self, token: object) -> None:
+        self._mine.token = token
 
     def _own_lock(self) -> threading.Lock:
         pid = os.getpid()
@@ -69,7 +77,9 @@ class WorkerThreads:
             if self._closed:
                 raise LLMClosedError(f"the {self._name} client is closed")
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(self._max_workers, thread_name_prefix=f"llm-sync-{self._name}")
+                self._token = object()
+                self._executor = ThreadPoolExecutor(self._max_workers, thread_name_prefix=f"llm-sync-{self._name}",
+                                                    initializer=self._enter, initargs=(self._token,))
             return self._executor.submit(fn, *args, **kwargs)
 
     def close(self) -> None:
@@ -79,8 +89,12 @@ class WorkerThreads:
         with self._lock:
             self._closed = True
             executor, self._executor = self._executor, None
+            token, self._token = self._token, None
         if executor is not None:
-            executor.shutdown(wait=True)
+            # From one of its own threads, waiting would join that very
+            # thread: the others still finish what was submitted.
+            own_thread = token is not None and getattr(self._mine, "token", None) is token
+            executor.shutdown(wait=not own_thread)
 
 
 class LLMClient:

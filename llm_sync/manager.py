@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import threading
 import time
@@ -50,6 +51,8 @@ from .ratelimit.limiter import ProviderLimiter
 from .transport import build_session, is_loopback
 
 __all__ = ["LLMManager", "Clocks", "get_llm_manager", "reset_llm_manager"]
+
+_log = logging.getLogger("llm_sync")
 
 ConfigSource = Union[LLMConfig, Mapping[str, Any], str, Path, None]
 
@@ -296,9 +299,19 @@ class LLMManager:
                     return
                 self._closed = True
             self._closing.set()
+        # Every endpoint is closed, whatever one of them raises: a failure is
+        # logged (by type only); an interrupt is raised once all are closed.
+        interrupt: Optional[BaseException] = None
         for runtime in list(self._runtimes.values()):
-            runtime.pool.close()
-            runtime.workers.close()
+            for close in (runtime.pool.close, runtime.workers.close):
+                try:
+                    close()
+                except Exception as exc:
+                    _log.warning("closing %s raised %s; close goes on", runtime.pool.name, type(exc).__name__)
+                except BaseException as exc:  # Ctrl-C: finish closing first
+                    interrupt = interrupt or exc
+        if interrupt is not None:
+            raise interrupt
 
 
 _singleton: Optional[LLMManager] = None

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import os
 import threading
 import time
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from .streaming import Stream
 
 __all__ = ["KeyPool", "Lease"]
+
+_log = logging.getLogger("llm_sync")
 
 # A waiter re-checks for streams closed by the garbage collector this often.
 _GRAVEYARD_POLL = 0.25
@@ -100,7 +103,8 @@ class Lease:
         self._pool._graveyard.append(stream)
 
     def track(self, stream: "Stream") -> None:
-        self._pool._streams.add(stream)
+        """Let close() cut ``stream``; cut it now if close() already ran."""
+        self._pool._track(stream)
 
     def __enter__(self) -> "Lease":
         return self
@@ -215,11 +219,16 @@ class KeyPool:
         self._bury()
         started = self._clock()
         slot = self._take_slot(max(0.0, until - started), by_caller)
-        if self.idle_timeout and self._clock() - slot.last_used > self.idle_timeout:
-            slot.session.close()  # drop connections the server has likely timed out
-        if key is None:
-            return Lease(self, slot, self._choose_key())
-        key.bind()
+        try:
+            if self.idle_timeout and self._clock() - slot.last_used > self.idle_timeout:
+                slot.session.close()  # drop connections the server has likely timed out
+            if key is None:
+                key = self._choose_key()
+            else:
+                key.bind()
+        except BaseException:  # a Ctrl-C here must not lose the Session
+            self._give_back(slot)
+            raise
         return Lease(self, slot, key)
 
     def _take_slot(self, remaining: float, by_caller: bool) -> _Slot:
@@ -234,11 +243,24 @@ class KeyPool:
                 self._leased.add(slot)
                 return slot
             self._line.append(waiter)
+        try:
+            self._wait_in_line(waiter, remaining, by_caller)
+        except BaseException:
+            # A timeout, a Ctrl-C or SystemExit in the wait: leave the line,
+            # or pass on a Session handed over meanwhile, so none is lost.
+            self._leave_line(waiter)
+            raise
+        if waiter.slot is None:
+            raise LLMClosedError(f"the {self.name} pool is closed")
+        return waiter.slot
+
+    def _wait_in_line(self, waiter: _Waiter, remaining: float, by_caller: bool) -> None:
+        """Wait until ``waiter`` is handed a Session or woken by close."""
         deadline = time.monotonic() + remaining
         while True:
             left = deadline - time.monotonic()
             if waiter.event.wait(max(0.0, min(left, _GRAVEYARD_POLL))):
-                break
+                return
             if self._bury():  # a stream the collector closed may have freed a Session
                 continue
             if left <= _GRAVEYARD_POLL:
@@ -250,10 +272,29 @@ class KeyPool:
                         if by_caller:  # the call's own deadline: nothing was sent
                             raise LLMTimeoutError(message, sent=False, deadline_passed=True, kind="deadline")
                         raise LLMPoolExhaustedError(message)
-                break  # handed a Session (or closed) just now
-        if waiter.slot is None:
-            raise LLMClosedError(f"the {self.name} pool is closed")
-        return waiter.slot
+                return  # handed a Session (or closed) just now
+
+    def _leave_line(self, waiter: _Waiter) -> None:
+        """A waiter gives up: out of the line, and a Session it was handed
+        goes on to the next waiter (or back to the free stack)."""
+        with self._lock:
+            slot, waiter.slot = waiter.slot, None
+            if slot is None:
+                try:
+                    self._line.remove(waiter)
+                except ValueError:
+                    pass  # already out: timed out, or woken by close()
+                return
+            close = self._hand_on(slot)
+        if close:
+            slot.session.close()
+
+    def _give_back(self, slot: _Slot) -> None:
+        """Return a Session taken for a lease that was never made."""
+        with self._lock:
+            close = self._hand_on(slot)
+        if close:
+            slot.session.close()
 
     def _choose_key(self) -> PooledKey:
         """The key with the fewest leases; ties go to the least recently
@@ -274,27 +315,50 @@ class KeyPool:
         with self._lock:  # under the lock, so close() cannot miss this slot
             if slot not in self._leased:
                 return  # lent before a fork rebuilt the pool: the parent's
-            if not self._closed:
-                if self._line:
-                    waiter = self._line.popleft()
-                    waiter.slot = slot
-                    waiter.event.set()
-                    return
-                self._leased.discard(slot)
-                self._free.append(slot)
-                return
+            close = self._hand_on(slot)
+        if close:
+            slot.session.close()
+
+    def _hand_on(self, slot: _Slot) -> bool:
+        """Under ``_lock``: give a leased Session to the longest waiter,
+        else put it on top of the free stack. True if the pool is closed:
+        the caller then closes the Session (outside the lock)."""
+        if not self._closed:
+            if self._line:
+                waiter = self._line.popleft()
+                waiter.slot = slot
+                waiter.event.set()
+                return False
             self._leased.discard(slot)
-        slot.session.close()
+            self._free.append(slot)
+            return False
+        self._leased.discard(slot)
+        return True
+
+    def _track(self, stream: "Stream") -> None:
+        """Under the lock, so close() never iterates a set that changes
+        size, and never misses a stream: one tracked after close() took
+        its snapshot is cut here, as close() would have."""
+        with self._lock:
+            if not self._closed:
+                self._streams.add(stream)
+                return
+        self._quietly("cutting a stream", stream.abort, self._cut_reason())
 
     def _bury(self) -> bool:
-        """Close streams the garbage collector handed over; True if any."""
+        """Close streams the garbage collector handed over; True if any.
+        Never raises: it runs on behalf of unrelated callers (a lease, a
+        waiter, status, close), so a finisher's failure is only logged."""
         buried = False
         while self._graveyard:
             try:
                 stream = self._graveyard.popleft()
             except IndexError:
                 break
-            stream.close()
+            try:
+                stream.close()
+            except Exception as exc:
+                _log.warning("closing an abandoned %s stream raised %s", self.name, type(exc).__name__)
             buried = True
         return buried
 
@@ -352,14 +416,25 @@ class KeyPool:
             for waiter in waiters:
                 waiter.closed = True
                 waiter.event.set()
-        self.limiter.close()
+        # Every step runs whatever an earlier one raised: a failure is
+        # logged (by type only) and never stops the shutdown half-way.
+        self._quietly("closing the rate limiter", self.limiter.close)
         for stream in streams:
-            stream.abort(f"the {self.name} pool was closed before the stream's end: the answer is incomplete")
+            self._quietly("cutting a stream", stream.abort, self._cut_reason())
         for slot in leased:
-            inflight.abort(slot.session)
+            self._quietly("cutting a call in flight", inflight.abort, slot.session)
         self._bury()
         for slot in idle:
-            slot.session.close()
+            self._quietly("closing an idle Session", slot.session.close)
+
+    def _cut_reason(self) -> str:
+        return f"the {self.name} pool was closed before the stream's end: the answer is incomplete"
+
+    def _quietly(self, what: str, step: Callable[..., Any], *args: Any) -> None:
+        try:
+            step(*args)
+        except Exception as exc:
+            _log.warning("%s of the %s pool raised %s; close goes on", what, self.name, type(exc).__name__)
 
     @property
     def closed(self) -> bool:

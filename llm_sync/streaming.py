@@ -21,6 +21,7 @@ stream is handed to its lease to be closed by the pool's next operation.
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 from typing import Any, Callable, Iterator, MutableMapping, Optional, Protocol
@@ -43,6 +44,8 @@ from .transport import BODY_READ_ERRORS, deadline_error, interrupt, read_error
 from .wire import DeadlineWatch
 
 __all__ = ["Stream", "StreamFinisher", "iter_body"]
+
+_log = logging.getLogger("llm_sync")
 
 # Called once when the stream ends: (response, None) on success, or
 # (None, error) on failure or early close (``error.cancelled`` is True then).
@@ -223,8 +226,14 @@ class Stream:
     def abort(self, reason: str) -> None:
         """Close because the pool is shutting down: a reader, now or later,
         raises LLMClosedError(``reason``) instead of seeing a quiet end.
-        No-op once the stream has ended."""
-        self._close(reason)
+        No-op once the stream has ended. Never raises: a finisher that fails
+        (a middleware's bug) is logged, by type only, so that shutdown goes
+        on; the lease is returned regardless."""
+        try:
+            self._close(reason)
+        except Exception as exc:
+            _log.warning("a finisher of a stream cut by shutdown raised %s; shutdown goes on",
+                         type(exc).__name__)
 
     def _close(self, shutdown: str) -> None:
         with self._lock:

@@ -220,3 +220,28 @@ def test_reset_closes_the_singleton() -> None:
     reset_llm_manager()
     reset_llm_manager()
     assert first.closed
+
+
+def test_close_closes_every_endpoint_even_if_one_fails(caplog: Any):
+    import logging
+
+    manager = LLMManager(config())
+    pools = manager._pools
+    names = list(pools)
+    first = pools[names[0]]
+
+    def broken() -> None:
+        raise RuntimeError("user data: SECRET-close")
+
+    first.close = broken  # type: ignore[method-assign]
+    workers = [runtime.workers for runtime in manager._runtimes.values()]
+    for w in workers:
+        w.submit(lambda: None).result(5)  # start every endpoint's threads
+    with caplog.at_level(logging.WARNING, logger="llm_sync"):
+        manager.close()  # must not raise
+    assert manager.closed
+    assert all(pools[name].closed for name in names[1:])  # the later endpoints were closed
+    assert all(w._closed and w._executor is None for w in workers)  # every endpoint's threads stopped
+    warnings = [r for r in caplog.records if r.name == "llm_sync"]
+    assert any("RuntimeError" in r.getMessage() for r in warnings)
+    assert all("SECRET" not in r.getMessage() for r in warnings)

@@ -274,3 +274,169 @@ def test_close_in_a_forked_child_touches_nothing_of_the_parent():
             pool.acquire()
     assert pool.closed and all(session.closed == 0 for session in sessions)
     assert len(sessions) == 2  # no rebuild for a closed pool
+
+
+# --- a waiter cut short (Ctrl-C, SystemExit, an error) never takes a Session with it ---
+
+def _interrupt_first_waiter(monkeypatch: pytest.MonkeyPatch, before: Any = lambda: None,
+                            error: BaseException = KeyboardInterrupt()) -> None:
+    """The first caller to wait in line runs ``before`` then has ``error``
+    raised out of its wait, as a Ctrl-C lands; later waiters wait as usual."""
+    import llm_sync.pool as pool_module
+
+    real = pool_module._Waiter
+    made: list[Any] = []
+
+    class Interrupted(threading.Event):
+        def wait(self, timeout: Any = None) -> bool:
+            before()
+            raise error
+
+    def waiter() -> Any:
+        made.append(real())
+        if len(made) == 1:
+            made[-1].event = Interrupted()
+        return made[-1]
+
+    monkeypatch.setattr(pool_module, "_Waiter", waiter)
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), SystemExit(1), RuntimeError("from _bury")])
+def test_a_waiter_interrupted_in_line_leaves_the_line(monkeypatch: pytest.MonkeyPatch, error: BaseException):
+    pool, _ = make_pool(max_size=1, acquire_timeout=10.0)
+    held = pool.acquire()
+    _interrupt_first_waiter(monkeypatch, error=error)
+    with pytest.raises(type(error)):
+        pool.acquire()
+    assert pool.waiting == 0
+    held.release()  # must not go to the dead waiter
+    assert pool.available == 1
+    pool.acquire(timeout=0.05).release()
+
+
+def test_a_session_handed_to_a_waiter_as_it_is_interrupted_goes_back(monkeypatch: pytest.MonkeyPatch):
+    pool, _ = make_pool(max_size=1, acquire_timeout=10.0)
+    held = pool.acquire()
+    _interrupt_first_waiter(monkeypatch, before=held.release)  # handed the Session, then Ctrl-C
+    with pytest.raises(KeyboardInterrupt):
+        pool.acquire()
+    assert pool.available == 1 and pool.waiting == 0
+    pool.acquire(timeout=0.05).release()
+
+
+def test_a_session_handed_to_a_waiter_as_it_is_interrupted_goes_to_the_next(monkeypatch: pytest.MonkeyPatch):
+    pool, _ = make_pool(max_size=1, acquire_timeout=10.0)
+    held = pool.acquire()
+    got: list[Any] = []
+    behind = threading.Thread(target=lambda: got.append(pool.acquire()))
+
+    def before() -> None:
+        behind.start()
+        _wait_until(lambda: pool.waiting == 2)  # a second caller in line behind this one
+        held.release()  # goes to this (first) waiter, just as Ctrl-C lands
+
+    _interrupt_first_waiter(monkeypatch, before=before)
+    with pytest.raises(KeyboardInterrupt):
+        pool.acquire()
+    behind.join(10)
+    assert got and got[0].session is held.session
+    got[0].release()
+    assert pool.available == 1 and pool.waiting == 0
+
+
+def test_an_interrupt_after_the_session_is_taken_gives_it_back(monkeypatch: pytest.MonkeyPatch):
+    pool, _ = make_pool(max_size=1)
+
+    def interrupted() -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pool, "_choose_key", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pool.acquire()
+    monkeypatch.undo()
+    assert pool.available == 1
+    pool.acquire(timeout=0.05).release()
+
+
+# --- close and lease never stop for, nor pass on, a stream finisher's failure ---
+
+class _FailingStream:
+    """Stands for a Stream whose finisher (a middleware's bug) raises."""
+
+    def __init__(self, fails: bool) -> None:
+        self.fails = fails
+        self.aborted: list[str] = []
+        self.closed = 0
+
+    def abort(self, reason: str) -> None:
+        self.aborted.append(reason)
+        if self.fails:
+            raise RuntimeError("user data: SECRET-abort")
+
+    def close(self) -> None:
+        self.closed += 1
+        if self.fails:
+            raise RuntimeError("user data: SECRET-close")
+
+
+def test_close_goes_on_past_a_stream_that_raises(monkeypatch: pytest.MonkeyPatch, caplog: Any):
+    import logging
+
+    import llm_sync.inflight as inflight
+
+    pool, sessions = make_pool(max_size=2)
+    lease = pool.acquire()
+    aborted: list[Any] = []
+    monkeypatch.setattr(inflight, "abort", aborted.append)
+    streams = [_FailingStream(fails=True), _FailingStream(fails=False)]
+    for stream in streams:
+        lease.track(stream)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="llm_sync"):
+        pool.close()  # must not raise
+    assert all(stream.aborted for stream in streams)  # the second one too
+    assert aborted == [lease.session]  # the leased Session is cut
+    idle = [s for s in sessions if s is not lease.session]
+    assert idle[0].closed == 1  # the idle one is closed
+    with pytest.raises(LLMClosedError):
+        pool.acquire()
+    warnings = [r for r in caplog.records if r.name == "llm_sync"]
+    assert warnings and all("SECRET" not in r.getMessage() for r in warnings)
+    assert "RuntimeError" in warnings[0].getMessage()
+    lease.release()
+
+
+def test_a_stream_buried_on_an_unrelated_callers_lease_never_fails_it(caplog: Any):
+    import logging
+
+    pool, _ = make_pool(max_size=1)
+    stream = _FailingStream(fails=True)
+    pool._graveyard.append(stream)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="llm_sync"):
+        lease = pool.acquire()  # buries the stream first: its failure is not this caller's
+    assert stream.closed == 1
+    lease.release()
+    assert pool.available == 1
+    assert any("RuntimeError" in r.getMessage() and "SECRET" not in r.getMessage()
+               for r in caplog.records if r.name == "llm_sync")
+
+
+def test_a_stream_tracked_after_close_is_cut_at_once():
+    pool, _ = make_pool(max_size=1)
+    lease = pool.acquire()
+    pool.close()  # between the stream's start and its tracking
+    stream = _FailingStream(fails=False)
+    lease.track(stream)  # type: ignore[arg-type]
+    assert len(stream.aborted) == 1 and "closed" in stream.aborted[0]
+    assert len(pool._streams) == 0
+    lease.release()
+
+
+def test_a_stream_tracked_before_close_is_cut_by_close():
+    pool, _ = make_pool(max_size=1)
+    lease = pool.acquire()
+    stream = _FailingStream(fails=False)
+    lease.track(stream)  # type: ignore[arg-type]
+    assert stream.aborted == []
+    pool.close()
+    assert len(stream.aborted) == 1
+    lease.release()

@@ -454,3 +454,41 @@ def test_close_from_another_thread_mid_read_never_surfaces_a_raw_exception(shutd
         assert len(outcome) == 1 and isinstance(outcome[0], LLMClosedError), outcome
     else:  # the caller's own close: a quiet end
         assert outcome == [[]]
+
+
+# --- a finisher that raises never stops a shutdown ------------------------------------
+
+def test_abort_logs_a_failing_finisher_by_type_and_still_returns_the_lease(caplog):
+    import logging
+
+    from llm_sync.errors import LLMClosedError
+
+    class Owner:
+        released = 0
+
+        def release(self) -> None:
+            self.released += 1
+
+        def defer_close(self, stream: Stream) -> None:
+            raise AssertionError("not collected")
+
+    ran: list[str] = []
+
+    def failing(response: Any, error: Any) -> None:
+        ran.append("failing")
+        raise RuntimeError("user data: SECRET-finisher-text")
+
+    http = _PulledHTTP()
+    owner = Owner()
+    stream = Stream(http, create_provider("anthropic", "http://127.0.0.1:9"), "anthropic-0", 0.0,  # type: ignore[arg-type]
+                    owner=owner)
+    stream.add_finisher(failing)
+    stream.add_finisher(lambda response, error: ran.append("next"))  # type: ignore[func-returns-value]
+    with caplog.at_level(logging.WARNING, logger="llm_sync"):
+        stream.abort("the anthropic pool was closed")  # must not raise
+    assert ran == ["failing", "next"] and owner.released == 1
+    with pytest.raises(LLMClosedError):
+        next(stream)
+    warnings = [r for r in caplog.records if r.name == "llm_sync"]
+    assert warnings and "RuntimeError" in warnings[0].getMessage()
+    assert all("SECRET" not in r.getMessage() and r.exc_info is None for r in warnings)
