@@ -7,29 +7,47 @@ mutable state. Argument checking happens here, before any network I/O.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import re
 import sys
 import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
+from pydantic import BaseModel
+
+from .arguments import (
+    CONTROL,
+    MAX_TOKENS_LIMIT,
+    check_body,
+    check_headers,
+    check_max_retries,
+    check_query,
+    check_retry_budget,
+    check_system,
+    check_timeout,
+    check_tools,
+    shown,
+    stop_list,
+)
 from .call import UNSET, CallOptions, Unset
+from .content import ContentBlock
 from .errors import LLMClosedError, LLMValidationError
 from .models import LLMResponse, MessagesInput, normalize_messages
 from .pipeline import Pipeline
 from .pool import KeyPool
-from .providers.base import LLMRequest, Provider, with_query
-from .sendable import HEADER_NAME, header_value_problem, utf8_problem
+from .providers.base import LLMRequest
+from .sendable import utf8_problem
 from .streaming import Stream
+from .structured import complete_structured
+from .tools import ToolsInput
 
 __all__ = ["LLMClient"]
 
 # Body fields the client sets itself; passing them as extras is a mistake.
 _RESERVED = frozenset({"messages", "stream", "stream_options"})
 Progress = Union[bool, Callable[[int, int], Any]]
+# A system prompt: text, or text blocks (typed or native dicts, cache_control kept).
+SystemInput = Union[str, Sequence[Union[ContentBlock, dict[str, Any]]], None]
 # How often complete_batch's waiting thread looks up (for a Ctrl-C).
 _BATCH_POLL = 0.1
 
@@ -123,31 +141,49 @@ class LLMClient:
 
     # --- single calls ---------------------------------------------------
     def complete(self, messages: MessagesInput, *, model: Optional[str] = None, max_tokens: int = 1024,
-                 temperature: Optional[float] = None, system: Optional[str] = None,
-                 stop: Union[str, Sequence[str], None] = None, timeout: Union[float, None, Unset] = UNSET,
+                 temperature: Optional[float] = None, system: SystemInput = None,
+                 stop: Union[str, Sequence[str], None] = None, tools: Optional[ToolsInput] = None,
+                 tool_choice: Any = None, response_model: Optional[type[BaseModel]] = None,
+                 timeout: Union[float, None, Unset] = UNSET,
                  max_retries: Union[int, Unset] = UNSET, retry_budget: Union[float, None, Unset] = UNSET,
                  extra_headers: Optional[Mapping[str, str]] = None, extra_query: Optional[Mapping[str, Any]] = None,
                  extra_body: Optional[Mapping[str, Any]] = None, **provider_extras: Any) -> LLMResponse:
         """One answer. ``timeout`` bounds the whole call (``None``: no
         deadline; unset: the endpoint's ``timeout.total``). ``extra_*`` go
         to the request's headers, query string and JSON body as in the
-        official SDKs; other unknown keywords go into the body."""
+        official SDKs; other unknown keywords go into the body.
+
+        ``tools`` (Tool, pydantic model class or native dict) and
+        ``tool_choice`` (``"auto"``, ``"required"``, ``"none"`` or a tool
+        name) offer tools; calls come back as ``response.tool_calls``.
+        ``response_model`` (a pydantic model class) makes ``.parsed`` an
+        instance of it, with one repair attempt on an invalid answer (a
+        second call within the same ``timeout``), then
+        LLMStructuredOutputError (see :mod:`llm_sync.structured`)."""
         request, options = self._prepare(messages, False, dict(
             model=model, max_tokens=max_tokens, temperature=temperature, system=system, stop=stop,
+            tools=tools, tool_choice=tool_choice, response_model=response_model,
             timeout=timeout, max_retries=max_retries, retry_budget=retry_budget, extra_headers=extra_headers,
             extra_query=extra_query, extra_body=extra_body, **provider_extras))
-        return self._pipeline.complete(request, options)
+        if response_model is None:
+            return self._pipeline.complete(request, options)
+        total = self._pipeline.total_timeout if isinstance(options.timeout, Unset) else options.timeout
+        return complete_structured(self._pipeline.complete, request, options, response_model, total)
 
     def stream(self, messages: MessagesInput, *, model: Optional[str] = None, max_tokens: int = 1024,
-               temperature: Optional[float] = None, system: Optional[str] = None,
-               stop: Union[str, Sequence[str], None] = None, timeout: Union[float, None, Unset] = UNSET,
+               temperature: Optional[float] = None, system: SystemInput = None,
+               stop: Union[str, Sequence[str], None] = None, tools: Optional[ToolsInput] = None,
+               tool_choice: Any = None, timeout: Union[float, None, Unset] = UNSET,
                max_retries: Union[int, Unset] = UNSET, retry_budget: Union[float, None, Unset] = UNSET,
                extra_headers: Optional[Mapping[str, str]] = None, extra_query: Optional[Mapping[str, Any]] = None,
                extra_body: Optional[Mapping[str, Any]] = None, **provider_extras: Any) -> Stream:
-        """Open a streamed call. The Stream iterates text chunks, is a
-        context manager, and has ``.response`` once read to the end."""
+        """Open a streamed call. The Stream iterates text chunks (or typed
+        events: ``events()``), is a context manager, and has ``.response``
+        (tool calls, refusal and thinking included) once read to the end.
+        ``response_model`` is refused here: use ``complete``."""
         request, options = self._prepare(messages, True, dict(
             model=model, max_tokens=max_tokens, temperature=temperature, system=system, stop=stop,
+            tools=tools, tool_choice=tool_choice,
             timeout=timeout, max_retries=max_retries, retry_budget=retry_budget, extra_headers=extra_headers,
             extra_query=extra_query, extra_body=extra_body, **provider_extras))
         return self._pipeline.stream(request, options)
@@ -158,9 +194,11 @@ class LLMClient:
         return self.stream(messages, **kwargs)
 
     def count_tokens(self, messages: MessagesInput, model: Optional[str] = None, *,
-                     system: Optional[str] = None) -> int:
-        """The provider's native count where it has one, else an estimate."""
-        request, options = self._prepare(messages, False, {"model": model, "max_tokens": 1, "system": system})
+                     system: SystemInput = None, tools: Optional[ToolsInput] = None) -> int:
+        """The provider's native count where it has one (an endpoint that
+        answers it with 404 gets the estimate), else a local estimate."""
+        request, options = self._prepare(messages, False, {"model": model, "max_tokens": 1, "system": system,
+                                                           "tools": tools})
         return self._pipeline.count_tokens(request, options)
 
     # --- many calls -----------------------------------------------------
@@ -194,7 +232,7 @@ class LLMClient:
             except LLMValidationError as exc:
                 raise LLMValidationError(f"items[{index}]: {exc.message}") from None
         if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
-            raise LLMValidationError(f"max_workers must be a positive integer, got {_shown(max_workers)}")
+            raise LLMValidationError(f"max_workers must be a positive integer, got {shown(max_workers)}")
         if not items:
             return []
         workers = min(len(items), max_workers or self._pool.max_size, self._pool.max_size)
@@ -253,16 +291,19 @@ class LLMClient:
         if "headers" in kwargs:
             raise LLMValidationError("headers= is not a body field: pass HTTP headers as extra_headers={...}")
         options = CallOptions(
-            timeout=_check_timeout(call["timeout"]),
-            max_retries=_check_max_retries(call["max_retries"]),
-            retry_budget=_check_retry_budget(call["retry_budget"]),
-            extra_headers=_check_headers(call["extra_headers"], self._provider),
-            extra_query=_check_query(call["extra_query"]),
-            extra_body=_check_body(call["extra_body"], "extra_body"),
+            timeout=check_timeout(call["timeout"]),
+            max_retries=check_max_retries(call["max_retries"]),
+            retry_budget=check_retry_budget(call["retry_budget"]),
+            extra_headers=check_headers(call["extra_headers"], self._provider),
+            extra_query=check_query(call["extra_query"]),
+            extra_body=check_body(call["extra_body"], "extra_body"),
         )
         request = self._request(messages, call["model"], call["max_tokens"], call["temperature"], call["system"],
                                 call["stop"], stream, kwargs)
-        _check_body(request.extras, "provider extras")
+        check_body(request.extras, "provider extras")
+        request.tools, request.tool_choice, request.response_schema = check_tools(
+            call["tools"], call["tool_choice"], call["response_model"], stream,
+            [*request.extras, *options.extra_body])
         request.headers = dict(options.extra_headers)
         request.extra_query = dict(options.extra_query)
         request.extra_body = dict(options.extra_body)
@@ -272,23 +313,20 @@ class LLMClient:
                  system: Any, stop: Any, stream: bool, extras: dict[str, Any]) -> LLMRequest:
         """Validate every argument and build the request (no I/O)."""
         model = self.model if model is None else model
-        if not isinstance(model, str) or not model.strip() or _CONTROL.search(model) or utf8_problem(model):
-            raise LLMValidationError(f"model must be a non-empty, single-line string, got {_shown(model)}")
+        if not isinstance(model, str) or not model.strip() or CONTROL.search(model) or utf8_problem(model):
+            raise LLMValidationError(f"model must be a non-empty, single-line string, got {shown(model)}")
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
             raise LLMValidationError(f"max_tokens must be a positive integer up to {MAX_TOKENS_LIMIT}, "
-                                     f"got {_shown(max_tokens)}")
+                                     f"got {shown(max_tokens)}")
         if temperature is not None:
             low, high = self._provider.temperature_range
             if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
                     or not low <= temperature <= high:
                 raise LLMValidationError(
-                    f"temperature must be a number from {low} to {high} for {self.provider}, got {_shown(temperature)}"
+                    f"temperature must be a number from {low} to {high} for {self.provider}, got {shown(temperature)}"
                 )
-        if system is not None and (not isinstance(system, str) or not system.strip()):
-            raise LLMValidationError(f"system must be a non-empty string, got {_shown(system)}")
-        if system is not None and utf8_problem(system):
-            raise LLMValidationError(f"system {utf8_problem(system)}")
-        stops = _stop_list(stop)
+        system = check_system(system)
+        stops = stop_list(stop)
         bad = _RESERVED & extras.keys() | ({"model"} & extras.keys())
         if bad:
             raise LLMValidationError(f"{', '.join(sorted(bad))} cannot be passed as provider extras")
@@ -306,133 +344,10 @@ class LLMClient:
 # Arguments of a call that are not part of the request body, with defaults.
 _CALL_DEFAULTS: dict[str, Any] = {
     "model": None, "max_tokens": 1024, "temperature": None, "system": None, "stop": None,
+    "tools": None, "tool_choice": None, "response_model": None,
     "timeout": UNSET, "max_retries": UNSET, "retry_budget": UNSET,
     "extra_headers": None, "extra_query": None, "extra_body": None,
 }
-
-
-# Far above any model's output limit, and what a server's 32-bit field holds.
-MAX_TOKENS_LIMIT = 2**31 - 1
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` for a message: clipped, and never failing (an int of
-    5,000 digits has no repr)."""
-    try:
-        text = repr(value)
-    except ValueError:
-        return f"an {type(value).__name__} too large to show"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _seconds(value: Any) -> Optional[float]:
-    """``value`` as positive, finite seconds; None if it is not that (an
-    int too large for a float included)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        seconds = float(value)
-    except OverflowError:
-        return None
-    return seconds if 0 < seconds < math.inf else None
-
-
-def _check_timeout(timeout: Any) -> Union[float, None, Unset]:
-    if timeout is UNSET or timeout is None:
-        return timeout
-    seconds = _seconds(timeout)
-    if seconds is None:
-        raise LLMValidationError(
-            f"timeout must be a positive, finite number of seconds (or None), got {_shown(timeout)}")
-    return seconds
-
-
-def _check_max_retries(value: Any) -> Union[int, Unset]:
-    if value is UNSET:
-        return value
-    if value is None:  # the seed's habit: None means "the configured number"
-        return UNSET
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise LLMValidationError(f"max_retries must be a non-negative integer, got {_shown(value)}")
-    return value
-
-
-def _check_retry_budget(value: Any) -> Union[float, None, Unset]:
-    if value is UNSET or value is None:
-        return value
-    seconds = _seconds(value)
-    if seconds is None:
-        raise LLMValidationError(f"retry_budget must be a positive number of seconds (or None), got {_shown(value)}")
-    return seconds
-
-
-def _check_headers(headers: Any, provider: Provider) -> dict[str, str]:
-    if headers is None:
-        return {}
-    if not isinstance(headers, Mapping):
-        raise LLMValidationError(f"extra_headers must be a mapping of names to strings, got {type(headers).__name__}")
-    auth = _KEY_HEADERS | {name.lower() for name in provider.auth_headers("")}
-    out: dict[str, str] = {}
-    for name, value in headers.items():
-        if not isinstance(name, str) or not HEADER_NAME.fullmatch(name):
-            raise LLMValidationError(f"extra_headers: {_shown(name)} is not a valid header name")
-        if name.lower() in auth:
-            raise LLMValidationError(f"extra_headers: {name} carries the API key; configure keys in api_keys")
-        problem = header_value_problem(value)
-        if problem:
-            raise LLMValidationError(f"extra_headers: the value of {name} {problem}")
-        out[name] = value
-    return out
-
-
-def _check_query(query: Any) -> dict[str, Any]:
-    if query is None:
-        return {}
-    if not isinstance(query, Mapping) or not all(isinstance(k, str) and k for k in query):
-        raise LLMValidationError("extra_query must be a mapping with non-empty string keys")
-    for name, value in query.items():
-        values = value if isinstance(value, (list, tuple)) else [value]
-        if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
-            raise LLMValidationError(f"extra_query: {_shown(name)} must be a string or number (or a list of them)")
-    try:  # as the provider will, on every attempt
-        with_query("", query).encode("ascii")
-    except (ValueError, UnicodeError) as exc:  # a lone surrogate, an int too long to print
-        raise LLMValidationError(f"extra_query cannot be put in a URL: {type(exc).__name__}") from None
-    return dict(query)
-
-
-def _check_body(body: Any, what: str) -> dict[str, Any]:
-    """A JSON object the server can read: refused now, never sent broken."""
-    if body is None:
-        return {}
-    if not isinstance(body, Mapping) or not all(isinstance(k, str) for k in body):
-        raise LLMValidationError(f"{what} must be a mapping with string keys")
-    if what == "extra_body" and "stream" in body:
-        raise LLMValidationError("extra_body cannot set stream: use stream() or stream_complete()")
-    try:  # ensure_ascii=False: a lone surrogate fails here, not as an escape the server refuses
-        json.dumps(body, allow_nan=False, ensure_ascii=False).encode("utf-8")
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise LLMValidationError(f"{what} cannot be sent as JSON: {type(exc).__name__}") from None
-    return dict(body)
-
-
-# Headers that carry credentials: keys belong in api_keys, where they are
-# kept secret, never in per-call headers that middleware and logs can see.
-_KEY_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
-# A model name goes into logs and metric labels: one line, no control characters.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _stop_list(stop: Any) -> Optional[list[str]]:
-    if stop is None:
-        return None
-    stops = [stop] if isinstance(stop, str) else stop
-    if not isinstance(stops, (list, tuple)) or not all(isinstance(s, str) and s for s in stops):
-        raise LLMValidationError(f"stop must be a string or a list of non-empty strings, got {_shown(stop)}")
-    for index, text in enumerate(stops):
-        if utf8_problem(text):
-            raise LLMValidationError(f"stop[{index}] {utf8_problem(text)}")
-    return list(stops) or None
 
 
 def _progress_reporter(progress: Progress, total: int) -> Callable[..., None]:

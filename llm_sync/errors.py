@@ -5,6 +5,9 @@
     ├── LLMValidationError        bad input to a call, raised before any I/O
     │                             (also a ValueError); never retried
     ├── LLMClosedError            a call after close() (manager, pool, client)
+    ├── LLMStructuredOutputError  the answer did not validate against the
+    │                             response_model, even after one repair
+    │                             (.raw_text, .errors)
     ├── LLMTransportError         no usable response ("no response" failures)
     │   │                         .sent, .partial_text
     │   ├── LLMConnectionError    connect/reset/truncated body or stream
@@ -53,6 +56,7 @@ __all__ = [
     "LLMRateLimitError",
     "LLMQuotaExceededError",
     "LLMStreamError",
+    "LLMStructuredOutputError",
     "error_class_for_status",
     "redact",
     "RETRYABLE_STATUSES",
@@ -149,6 +153,17 @@ class LLMValidationError(LLMError, ValueError):
 
 class LLMClosedError(LLMError):
     """A call on a manager, pool or client after its ``close()``."""
+
+
+class LLMStructuredOutputError(LLMError):
+    """``complete(..., response_model=M)`` got an answer that is not a
+    valid ``M``, and so was the one repair attempt's. Never retried."""
+
+    raw_text: str = ""
+    """The last answer as received: the JSON text (or the tool call's
+    arguments as JSON) that failed to validate."""
+    errors: tuple[str, ...] = ()
+    """What was wrong with it, one line per validation error."""
 
 
 class LLMTransportError(LLMError):

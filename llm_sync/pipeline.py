@@ -52,7 +52,7 @@ from .tokens import estimate_tokens
 from .transport import BODY_READ_ERRORS, HTTPRequest, deadline_error, read_error, send
 from .wire import DeadlineWatch
 
-__all__ = ["Pipeline", "Sends", "exchange"]
+__all__ = ["Pipeline", "Sends", "exchange", "usage_reported"]
 
 HTTPTimeout = tuple[float, Optional[float]]
 _T = TypeVar("_T")
@@ -120,11 +120,13 @@ class Sends:
         """Correct the charges to the answer's usage; sync from headers."""
         limiter = self._pipeline.limiter
         usage = response.usage
-        if usage.input_tokens or usage.output_tokens:
-            # Writing a prompt to Anthropic's cache counts toward its input limit.
-            counted = usage.input_tokens + (getattr(usage, "cache_creation_input_tokens", 0) or 0)
+        if usage_reported(response):
+            # Writing a prompt to Anthropic's cache counts toward its input
+            # limit; reading it does not (OpenAI's cached tokens are already
+            # part of its prompt tokens).
+            counted = usage.input_tokens + (usage.cache_creation_input_tokens or 0)
             limiter.settle(reservation, counted, usage.output_tokens, response.headers)
-        else:  # a server that reports no usage: keep the estimate
+        else:  # a server that reports no usage (many compatible servers' streams): keep the estimate
             limiter.release(reservation, response.headers)
 
     def fail(self, reservation: Reservation, error: BaseException) -> None:
@@ -173,6 +175,15 @@ class Sends:
             raise Requeue(error, error.retry_after) from error
 
 
+def usage_reported(response: LLMResponse) -> bool:
+    """Whether the server said what the call used: a Usage left at its
+    zeros (no usage sent) is not a report of zero tokens, and must not
+    "correct" the limiter's charge to nothing."""
+    usage = response.usage
+    return bool(usage.input_tokens or usage.output_tokens or usage.cache_creation_input_tokens
+                or usage.cache_read_input_tokens)
+
+
 def _is_server_429(error: BaseException) -> bool:
     return isinstance(error, LLMRateLimitError) and error.status_code == 429 \
         and not getattr(error, "mid_stream", False)
@@ -209,10 +220,16 @@ class Pipeline:
 
     def count_tokens(self, request: LLMRequest, options: CallOptions) -> int:
         """The provider's native count, or the local estimate where the
-        endpoint has no counting endpoint."""
+        endpoint has no counting endpoint (also a compatible server that
+        answers the counting URL with 404)."""
         if self.provider.count_request(request) is None:
             return estimate_tokens(request.messages, request.system, request.tools)
-        return self._native_count(request, self.deadline(options))
+        try:
+            return self._native_count(request, self.deadline(options))
+        except LLMProviderError as error:
+            if error.status_code != 404:
+                raise
+            return estimate_tokens(request.messages, request.system, request.tools)
 
     # --- budget and cost -------------------------------------------------
     def deadline(self, options: CallOptions) -> Optional[float]:

@@ -1,10 +1,16 @@
-"""SessionManager: a conversation's history, bounded by turns or tokens."""
+"""SessionManager: a conversation's history, bounded by turns or tokens.
+
+Turns may hold content blocks, tool calls and tool results. Truncation
+drops whole exchanges: an assistant turn that calls tools goes together
+with the turns holding its tool results (a provider refuses a tool result
+whose call is gone, and a call left without its result)."""
 
 from __future__ import annotations
 
 import threading
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
+from .content import ToolResultBlock, ToolUseBlock
 from .errors import LLMValidationError
 from .models import Message, MessageRole
 from .tokens import estimate_tokens
@@ -30,8 +36,16 @@ class SessionManager:
         self._lock = threading.Lock()
         self._messages: list[Message] = []
 
-    def add_message(self, role: Union[MessageRole, str], content: str) -> Message:
-        message = Message(role, content)
+    def add_message(self, role: Union[MessageRole, str, Message], content: Any = None) -> Message:
+        """Append a turn: ``add_message(role, content)`` with text or a list
+        of blocks, or ``add_message(message)`` with a ready Message (e.g.
+        ``response.to_message()``, ``Message.tool_result(...)``)."""
+        if isinstance(role, Message):
+            if content is not None:
+                raise LLMValidationError("add_message(message) takes no content: the message holds it")
+            message = role
+        else:
+            message = Message(role, content)
         with self._lock:
             self._messages.append(message)
             self._truncate()
@@ -58,15 +72,34 @@ class SessionManager:
         return self.max_tokens is not None and estimate_tokens(self._messages) > self.max_tokens
 
     def _truncate(self) -> None:
-        """Drop the oldest non-system turn until within limits; never drop
-        the newest turn, nor any system message."""
+        """Drop the oldest exchange until within limits: one turn, or a
+        tool-calling assistant turn with the results answering it. Never
+        the newest turn (nor its exchange), nor any system message."""
         while self._over_limit():
-            for index, message in enumerate(self._messages[:-1]):
-                if message.role is not MessageRole.SYSTEM:
-                    del self._messages[index]
-                    break
-            else:
+            newest = len(self._messages) - 1
+            droppable = [unit for unit in self._exchanges() if newest not in unit]
+            if not droppable:
                 return
+            for index in reversed(droppable[0]):
+                del self._messages[index]
+
+    def _exchanges(self) -> list[list[int]]:
+        """Indices of the non-system turns, grouped into what is dropped together."""
+        units: list[list[int]] = []
+        messages = self._messages
+        index = 0
+        while index < len(messages):
+            message = messages[index]
+            index += 1
+            if message.role is MessageRole.SYSTEM:
+                continue
+            unit = [index - 1]
+            if message.role is MessageRole.ASSISTANT and any(isinstance(b, ToolUseBlock) for b in message.blocks):
+                while index < len(messages) and any(isinstance(b, ToolResultBlock) for b in messages[index].blocks):
+                    unit.append(index)
+                    index += 1
+            units.append(unit)
+        return units
 
 
 # The same class under the name that says what it holds.

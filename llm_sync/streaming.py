@@ -1,4 +1,12 @@
-"""The Stream object: text chunks out of an open SSE response.
+"""The Stream object: text chunks (or typed events) out of an open SSE response.
+
+Two views of one stream, and a stream is read through one of them: iterate
+the Stream for text chunks, or iterate ``stream.events()`` for typed events
+(:mod:`llm_sync.events`: text, thinking, refusal and tool-call deltas) as
+they arrive. Both come from the same decoder; ``events()`` yields every
+event, TextDelta included, and the text it yielded is in ``.text`` all the
+same. Starting one view after the other has started raises LLMError (the
+first view already dropped, or took, what the second would need).
 
 Threading contract: a Stream is consumed by one thread at a time. Its
 ``close()`` may be called from any thread and is idempotent: it wakes a
@@ -37,6 +45,7 @@ from .errors import (
     LLMTimeoutError,
     redact,
 )
+from .events import StreamEvent, TextDelta
 from .models import LLMResponse
 from .providers.base import SHAPE_ERRORS, Provider, StreamDecoder
 from .sse import SSEParser
@@ -108,7 +117,9 @@ class Stream:
         self._watch = watch  # shuts the socket at the deadline, also mid-chunk; closed with the stream
         self._finishers: list[StreamFinisher] = []
         self._parser = SSEParser()
-        self._pending: list[str] = []
+        # Decoded events not yet handed out; text iteration skips all but TextDelta.
+        self._queue: list[StreamEvent] = []
+        self._view: Optional[str] = None  # "text" or "events", once reading began
         self._body: Optional[Iterator[bytes]] = None
         self._parts: list[str] = []
         self._response: Optional[LLMResponse] = None
@@ -125,7 +136,7 @@ class Stream:
     # --- public -------------------------------------------------------
     @property
     def text(self) -> str:
-        """The text yielded so far."""
+        """The text yielded so far (as chunks, or as TextDelta events)."""
         return "".join(self._parts)
 
     @property
@@ -156,13 +167,15 @@ class Stream:
             self._response = self._outcome[0] = result
 
     def prime(self) -> None:
-        """Read until the first text chunk is ready (or the end). A failure
-        before any text is raised here — inside the middleware chain, where
-        it is retried like any other — rather than to the caller's loop.
-        After text, a failure reaches the caller after that text."""
-        while not self._pending and not self._ended:
+        """Read until the first event is ready (or the end): text, or
+        thinking or a tool call, which ``events()`` callers want as they
+        arrive. A failure before any is raised here — inside the middleware
+        chain, where it is retried like any other — rather than to the
+        caller's loop. After that, a failure reaches the caller after what
+        came before it."""
+        while not self._queue and not self._ended:
             self._read()
-        if self._error is not None and not self._pending:
+        if self._error is not None and not self._queue:
             error, self._error = self._error, None
             raise error
 
@@ -173,24 +186,76 @@ class Stream:
             owner.release()
 
     def __iter__(self) -> "Stream":
-        if self._iterating and self._ended and not self._pending and self._error is None and not self._cut:
+        self._claim("text")
+        if self._iterating and self._ended and not self._queue and self._error is None and not self._cut:
             raise LLMError("a stream can be iterated only once")
         return self
 
     def __next__(self) -> str:
+        self._claim("text")
         self._iterating = True
         while True:
-            self._raise_if_cut()
-            if self._pending:
-                chunk = self._pending.pop(0)
-                self._parts.append(chunk)
-                return chunk
+            event = self._next_event()
+            if event is None:
+                raise StopIteration
+            if isinstance(event, TextDelta):
+                return event.text
+
+    def events(self) -> Iterator[StreamEvent]:
+        """Typed events as they arrive (:mod:`llm_sync.events`), TextDelta
+        included; ``.text`` and, at the end, ``.response`` fill as for text
+        iteration. Callable once, and not after text iteration began.
+        Breaking out of the loop closes the stream (as ``close()``)."""
+        if self._view == "events":
+            raise LLMError("events() can be called once per stream")
+        self._claim("events")
+        return self._events()
+
+    def _events(self) -> Iterator[StreamEvent]:
+        finished = False
+        try:
+            while True:
+                event = self._next_event()
+                if event is None:
+                    finished = True
+                    return
+                yield event
+        finally:
+            if not finished:  # abandoned (break, GC) or failed: let go of the connection now
+                self.close()
+
+    def _claim(self, view: str) -> None:
+        """Reading begins through ``view``; the other view is refused from now on."""
+        if self._view is None:
+            self._view = view
+        elif self._view != view:
+            raise LLMError("this stream is read with events(): its text is in .text"
+                           if self._view == "events" else
+                           "this stream is read as text chunks: events() must be called before reading starts")
+
+    def _next_event(self) -> Optional[StreamEvent]:
+        """The next decoded event (its text kept in ``.text``), None at the
+        end; raises the stream's error after everything before it."""
+        while True:
+            try:
+                self._raise_if_cut()
+            except StopIteration:
+                return None
+            if self._queue:
+                event = self._queue.pop(0)
+                if isinstance(event, TextDelta):
+                    self._parts.append(event.text)
+                return event
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
             if self._ended:
-                raise StopIteration
+                return None
             self._read()
+
+    def _pending_text(self) -> str:
+        """Text decoded but not handed out yet."""
+        return "".join(event.text for event in self._queue if isinstance(event, TextDelta))
 
     def _raise_if_cut(self) -> None:
         """Closed before its end: quietly by the caller, or by a shutdown
@@ -303,9 +368,9 @@ class Stream:
         events = self._parser.feed(chunk) if chunk is not None else self._parser.close()
         try:
             for event in events:
+                start = len(self._decoder.events)
                 text = self._decoder.feed(event)
-                if text:
-                    self._pending.append(text)
+                self._queue += _typed(self._decoder.events[start:], text)
         except LLMError as error:
             self._fail(error)
             return
@@ -332,7 +397,7 @@ class Stream:
         if not self._end():
             return
         response: Optional[LLMResponse] = self._provider.stream_response(
-            self._decoder, self.text + "".join(self._pending), self._http, self._started, self._client_id
+            self._decoder, self.text + self._pending_text(), self._http, self._started, self._client_id
         )
         try:
             response = self._run_finishers(response, None)
@@ -348,7 +413,7 @@ class Stream:
         secrets = self._provider.sent_secrets(self._http)
         if secrets and any(secret in error.message for secret in secrets):
             error = type(error)(redact(error.message, secrets), **error._attrs)
-        received = self.text + "".join(self._pending)
+        received = self.text + self._pending_text()
         if received and not getattr(error, "partial_text", None):
             if type(error) is LLMConnectionError:
                 error = LLMStreamError(error.message, partial_text=received)
@@ -377,6 +442,22 @@ class Stream:
         if failure is not None:
             raise failure
         return response
+
+
+def _typed(new: list[StreamEvent], text: Optional[str]) -> list[StreamEvent]:
+    """The events one SSE event produced, with exactly one TextDelta
+    holding the text ``feed`` returned (a decoder that appends none gets
+    one), so both views always carry the same text."""
+    out: list[StreamEvent] = []
+    for event in new:
+        if isinstance(event, TextDelta):
+            if text and not any(isinstance(e, TextDelta) for e in out):
+                out.append(event if event.text == text else TextDelta(text))
+            continue
+        out.append(event)
+    if text and not any(isinstance(e, TextDelta) for e in out):
+        out.append(TextDelta(text))
+    return out
 
 
 def iter_body(http: requests.Response) -> Iterator[bytes]:

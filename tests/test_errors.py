@@ -330,6 +330,8 @@ SAMPLE_VALUES: dict[str, Any] = {
     "headers": {"retry-after": "2", "x-request-id": "req_42"},
     "partial_text": "Once upon a time",
     "kind": "connect",
+    "raw_text": '{"name": 3}',
+    "errors": ("name: Input should be a valid string",),
 }
 
 
@@ -348,6 +350,7 @@ def test_every_class_is_covered():
         "LLMError", "LLMConfigError", "LLMValidationError", "LLMClosedError", "LLMPoolExhaustedError",
         "LLMTransportError", "LLMConnectionError", "LLMTimeoutError", "LLMStreamError", "LLMProviderError",
         "LLMAuthenticationError", "LLMRateLimitError", "LLMQuotaExceededError",
+        "LLMStructuredOutputError",
     }
 
 
