@@ -45,7 +45,7 @@ from .errors import (
 from .keys import PooledKey
 from .models import LLMResponse
 from .pool import KeyPool, Lease
-from .providers.base import LLMRequest, Provider
+from .providers.base import COUNT_UNSUPPORTED, LLMRequest, Provider
 from .ratelimit.limiter import Cost, ProviderLimiter, Reservation
 from .streaming import Stream
 from .tokens import estimate_tokens
@@ -227,8 +227,8 @@ class Pipeline:
         try:
             return self._native_count(request, self.deadline(options))
         except LLMProviderError as error:
-            if error.status_code != 404:
-                raise
+            if error.error_type != COUNT_UNSUPPORTED:
+                raise  # a real failure (an unknown model's 404 included)
             return estimate_tokens(request.messages, request.system, request.tools)
 
     # --- budget and cost -------------------------------------------------

@@ -135,11 +135,15 @@ def test_tool_turns_round_trip_into_the_next_request(mock, manager, recorder):
     call = LLMResponse(content="", tool_calls=[{"id": "toolu_1", "name": "GetWeather",
                                                 "arguments": {"city": "Oslo"}}])
     history = [Message("user", "Weather?"), call.to_message(), Message.tool_result("toolu_1", "-3 C")]
-    with pytest.raises(LLMValidationError, match="not supported"):  # until the wire translation lands
-        manager.get_client("anthropic").complete(history, tools=[GetWeather])
+    manager.get_client("anthropic").complete(history, tools=[GetWeather])
     request = recorder.requests[0]
     assert request.messages[1].blocks == [ToolUseBlock("toolu_1", "GetWeather", {"city": "Oslo"})]
     assert request.messages[2].role is MessageRole.TOOL
+    sent = json.loads(mock.calls[0].request.body)["messages"]
+    assert sent[1] == {"role": "assistant", "content": [
+        {"type": "tool_use", "id": "toolu_1", "name": "GetWeather", "input": {"city": "Oslo"}}]}
+    assert sent[2] == {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "-3 C"}]}
 
 
 # --- refused before any I/O ------------------------------------------------------------

@@ -15,7 +15,7 @@ from ..models import LLMResponse
 from ..transport import HTTPRequest
 from .anthropic_blocks import parse_content, text_field, tools_and_choice, usage_of, wire_messages, wire_system
 from .anthropic_stream import AnthropicStream
-from .base import LLMRequest, Provider, StreamDecoder, join_url, with_query
+from .base import COUNT_UNSUPPORTED, LLMRequest, Provider, StreamDecoder, join_url, with_query
 
 __all__ = ["AnthropicProvider", "COUNT_UNSUPPORTED"]
 
@@ -23,7 +23,6 @@ ANTHROPIC_VERSION = "2023-06-01"
 # error_type of the error parse_count raises when the server has no
 # count_tokens endpoint (an Anthropic-compatible server): the caller falls
 # back to the local estimate. status_code stays the server's (404, 405, 501).
-COUNT_UNSUPPORTED = "count_tokens_unsupported"
 # Where a request id may be found when ``request-id`` is absent (gateways,
 # compatible servers), in order.
 _REQUEST_ID_HEADERS = ("request-id", "x-request-id", "anthropic-request-id", "x-amzn-requestid")

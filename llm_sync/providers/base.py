@@ -38,6 +38,11 @@ from ..transport import HTTPRequest
 __all__ = ["LLMRequest", "Provider", "StreamDecoder", "join_url", "with_query", "parse_retry_after",
            "DEFAULT_MAX_PAUSE"]
 
+# The error_type of a counting answer that says the endpoint does not
+# exist (an Anthropic-compatible server without count_tokens): the caller
+# falls back to the local estimate.
+COUNT_UNSUPPORTED = "count_tokens_unsupported"
+
 # What a 200 of an unexpected shape raises while it is parsed: a field of
 # the wrong type, JSON nested too deep, a number too large to convert.
 SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError, OverflowError)

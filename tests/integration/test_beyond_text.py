@@ -122,7 +122,7 @@ def test_structured_output_valid_and_repaired(make_manager: Callable[..., LLMMan
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_cache_tokens_are_typed(make_manager: Callable[..., LLMManager], llm_simulator: Any, kind: str):
-    client = make_manager().get_client(kind)
+    client = make_manager(api_keys=[llm_simulator.keys[0]]).get_client(kind)  # the cache is per key
     long_text = "The quick brown fox jumps over the lazy dog. " * 400
     system: Any = [TextBlock(long_text, cache_control={"type": "ephemeral"})] if kind == "anthropic" else long_text
     first = client.complete("hi", system=system)
@@ -133,3 +133,23 @@ def test_cache_tokens_are_typed(make_manager: Callable[..., LLMManager], llm_sim
     else:
         assert second.usage.cache_read_input_tokens and second.usage.cache_read_input_tokens >= 1024
     assert second.usage.reasoning_tokens is None
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("tools.py", ["[anthropic] Result:", "[openai] streamed: [('get_weather', {'city': 'Oslo'})",
+                  "[openai] structured: City("]),
+    ("vision.py", ["[anthropic] Simulated reply to: What is in this picture?",
+                   "[openai] Simulated reply to: Summarise the report."]),
+])
+def test_the_examples_run_against_the_simulator(name: str, expected: list[str]):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "examples" / name
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                            env={**os.environ})
+    assert result.returncode == 0, result.stderr[-2000:]
+    for line in expected:
+        assert line in result.stdout, result.stdout

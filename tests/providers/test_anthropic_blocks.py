@@ -535,11 +535,11 @@ def test_count_tokens_sends_blocks_system_and_tools():
     (405, {"error": "method not allowed"}),
 ])
 def test_count_tokens_without_the_endpoint_is_typed_unsupported(mock, client, status, body):
+    """The provider types the answer COUNT_UNSUPPORTED; the client then
+    falls back to its local estimate instead of failing."""
     mock.add(responses.POST, COUNT_URL, status=status, json=body)
-    with pytest.raises(LLMProviderError) as info:
-        client.count_tokens("Hi")
-    assert info.value.error_type == COUNT_UNSUPPORTED
-    assert info.value.status_code == status
+    assert client.count_tokens("Hi") > 0
+    assert len(mock.calls) == 1
 
 
 def test_count_tokens_for_an_unknown_model_is_not_unsupported(mock, client):
