@@ -18,6 +18,14 @@ JSON generated from the schema; tool results are answered
 (:mod:`.blocks`); Anthropic ``cache_control`` and OpenAI automatic prefix
 caching report cache tokens (:mod:`.cache`, prefixes of 1024 tokens or more
 unless ``Simulator(cache_min_tokens=...)``).
+
+Rate limits (:class:`SimLimits`) apply per scope and model class, as on the
+real APIs: ``Simulator(groups={"acme": [0, 1]})`` or ``sim.set_group`` makes
+keys share one organisation's buckets and prompt cache;
+``sim.set_limits(scope, SimLimits(...), models=["claude-opus-*"])`` gives a
+model class its own limits; ``Simulator(per_model=True)`` gives every other
+model name buckets of its own; ``sim.bucket_levels(scope, api, model=...)``
+reads the levels.
 """
 
 from __future__ import annotations

@@ -147,7 +147,9 @@ def count_tokens_endpoint(exchange: Exchange) -> None:
 
 
 def messages(exchange: Exchange) -> None:
-    """``POST /v1/messages``: a deterministic reply, rate limited per key."""
+    """``POST /v1/messages``: a deterministic reply, rate limited per scope and model class.
+
+    Cache writes are charged to the input-tokens bucket, cache reads are not."""
     if not _admit(exchange, count_only=False):
         return
     prompt = _prompt(exchange)
@@ -157,7 +159,8 @@ def messages(exchange: Exchange) -> None:
     max_tokens: int = body["max_tokens"]
     assert exchange.key_index is not None
     sim = exchange.sim
-    cache = sim._prompt_cache.anthropic(f"anthropic:{exchange.key_index}:{body['model']}", prompt.pieces)
+    scope = f"anthropic:{sim._scope_name(exchange.key_index)}:{body['model']}"
+    cache = sim._prompt_cache.anthropic(scope, prompt.pieces)
     input_tokens = prompt.tokens - cache.read - cache.created
     answer = plan(body["messages"], prompt.schemas, prompt.choice, thinking=prompt.thinking,
                   bad_json=sim._bad_json_once, bad_style="types")
@@ -166,7 +169,7 @@ def messages(exchange: Exchange) -> None:
     else:
         reply = "" if answer.calls else sim._reply(body["messages"])
     done = complete(reply, max_tokens=max_tokens, stop_sequences=body.get("stop_sequences") or ())
-    limiter = sim._limiter(exchange.key_index)
+    limiter = sim._limiter(exchange.key_index, body["model"])
     admission = limiter.acquire_anthropic(input_tokens + cache.created, max_tokens)
     if not admission.allowed:
         _reject(exchange, admission)

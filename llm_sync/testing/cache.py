@@ -14,8 +14,9 @@ OpenAI caches by itself: any prefix of at least ``min_tokens`` seen within
 5 minutes is read again; ``cached_tokens`` is that prefix rounded down to a
 multiple of 128, and is part of ``prompt_tokens``.
 
-Caches are per key and per kind (a key is an organisation); the
-simulator's monotonic clock drives expiry.
+Caches are per scope (a key, or the group of keys it belongs to: an
+organisation), per kind and per model; the simulator's monotonic clock
+drives expiry.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Per-key rate-limit buckets for the provider simulator.
+"""Rate-limit buckets for the provider simulator, per scope and model class.
 
 Clients must be tested against limits that behave like the real providers',
 so every configured figure is a continuous-refill token bucket: it refills at
@@ -11,19 +11,29 @@ Anthropic keys get ``requests``, ``input_tokens`` and ``output_tokens`` buckets
 OpenAI keys get ``requests`` and one ``tokens`` bucket charged prompt tokens
 plus the requested completion tokens, never refunded.  The two families have
 separate buckets, as if each key were an account at each provider.
+
+A :class:`KeyLimiter` is one such set of buckets. A :class:`ScopeLimiter`
+holds every set of one scope (a key, or a group of keys sharing limits as an
+organisation does): one set per model class (models matching a class's
+``fnmatch`` patterns share it) and, for the models no class matches, one set
+per model name (``per_model``, as real providers) or one shared by all of
+them, with the scope's default limits; each set is created full on first use.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 __all__ = [
     "Admission",
     "KeyLimiter",
+    "ModelClass",
+    "ScopeLimiter",
     "SimLimits",
     "TokenBucket",
     "format_duration",
@@ -37,7 +47,8 @@ _EPSILON = 1e-9
 
 @dataclass(frozen=True)
 class SimLimits:
-    """Per-minute limits for one key; ``None`` leaves that figure unlimited.
+    """Per-minute limits for one key, group or model class; ``None`` leaves
+    that figure unlimited.
 
     ``tokens_per_minute`` is the OpenAI combined figure (falls back to
     ``input_tokens_per_minute``); Anthropic uses the input/output figures.
@@ -261,3 +272,98 @@ class KeyLimiter:
             headers[f"x-ratelimit-remaining-{name}"] = str(bucket.remaining())
             headers[f"x-ratelimit-reset-{name}"] = format_duration(bucket.seconds_to_full())
         return headers
+
+
+@dataclass(frozen=True)
+class ModelClass:
+    """Models sharing one set of buckets: those matching any of ``patterns``
+    (``fnmatch`` globs, case-sensitive, such as ``"claude-opus-*"``)."""
+
+    patterns: tuple[str, ...]
+    limits: SimLimits | None
+
+    def matches(self, model: str) -> bool:
+        return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.patterns)
+
+
+class ScopeLimiter:
+    """The limits and buckets of one scope (a key or a group of keys).
+
+    ``default`` applies to every model no class matches, each model name
+    getting its own buckets if ``per_model``, else all of them sharing one
+    set; ``classes`` are tried in order, the first match wins. Bucket sets
+    are made (full) on first use.
+    """
+
+    def __init__(
+        self, default: SimLimits | None, clock: Clock, wall_clock: Clock, *, per_model: bool = False
+    ) -> None:
+        self._lock = threading.Lock()
+        self.per_model = per_model
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self.default = default
+        self.classes: list[ModelClass] = []
+        self._sets: dict[tuple[str, str], KeyLimiter] = {}
+
+    def copy_config(self) -> ScopeLimiter:
+        """A scope with the same limits and classes, its buckets full."""
+        with self._lock:
+            other = ScopeLimiter(self.default, self._clock, self._wall_clock, per_model=self.per_model)
+            other.classes = list(self.classes)
+        return other
+
+    def set_limits(self, limits: SimLimits | None, patterns: Sequence[str] | None) -> None:
+        """Replace the default limits (``patterns`` None) or one class's; the
+        affected buckets start full. A class is named by its patterns: the same
+        patterns replace it, new ones add a class after the others."""
+        with self._lock:
+            if patterns is None:
+                self.default = limits
+                self._sets = {name: item for name, item in self._sets.items() if name[0] == "class"}
+                return
+            wanted = ModelClass(tuple(patterns), limits)
+            for index, item in enumerate(self.classes):
+                if item.patterns == wanted.patterns:
+                    self.classes[index] = wanted
+                    self._sets.pop(("class", str(index)), None)
+                    return
+            self.classes.append(wanted)
+            self._sets = {
+                name: item for name, item in self._sets.items()
+                if name[0] != "model" or not wanted.matches(name[1])
+            }
+
+    def refill(self) -> None:
+        """Forget every bucket set (they come back full)."""
+        with self._lock:
+            self._sets.clear()
+
+    def _slot(self, model: str) -> tuple[tuple[str, str], SimLimits | None]:
+        for index, item in enumerate(self.classes):
+            if item.matches(model):
+                return ("class", str(index)), item.limits
+        return ("model", model) if self.per_model else ("shared", ""), self.default
+
+    def for_model(self, model: str) -> KeyLimiter:
+        """The buckets a request for ``model`` is charged to."""
+        with self._lock:
+            slot, limits = self._slot(model)
+            limiter = self._sets.get(slot)
+            if limiter is None:
+                limiter = self._sets[slot] = KeyLimiter(limits, self._clock, self._wall_clock)
+            return limiter
+
+    def levels(self, api: str, model: str | None) -> dict[str, float]:
+        """Levels of the buckets ``model`` is charged to; with ``model`` None, of
+        the only model no class matched (full default buckets if none was used)."""
+        if model is not None:
+            return self.for_model(model).levels(api)
+        with self._lock:
+            used = {name[1]: item for name, item in self._sets.items() if name[0] != "class"}
+            default = self.default
+        if len(used) > 1:
+            raise ValueError(f"several models have buckets here ({', '.join(sorted(used))}): pass model=")
+        if used:
+            return next(iter(used.values())).levels(api)
+        return KeyLimiter(default, self._clock, self._wall_clock).levels(api)

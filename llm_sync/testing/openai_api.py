@@ -133,7 +133,7 @@ def _response_schema(body: dict[str, Any]) -> Any:
 
 
 def chat_completions(exchange: Exchange) -> None:
-    """``POST /v1/chat/completions``: a deterministic reply, rate limited per key."""
+    """``POST /v1/chat/completions``: a deterministic reply, rate limited per scope and model."""
     if not _admit(exchange):
         return
     checked = _prompt(exchange)
@@ -147,7 +147,7 @@ def chat_completions(exchange: Exchange) -> None:
     )
     prompt_tokens = sum(piece.tokens for piece in pieces)
     assert exchange.key_index is not None
-    cache = sim._prompt_cache.openai(f"openai:{exchange.key_index}:{body['model']}", pieces)
+    cache = sim._prompt_cache.openai(f"openai:{sim._scope_name(exchange.key_index)}:{body['model']}", pieces)
     stop = body.get("stop")
     stops = [stop] if isinstance(stop, str) else (stop or [])
     answer = plan(body["messages"], schemas, choice, thinking=True,
@@ -159,7 +159,8 @@ def chat_completions(exchange: Exchange) -> None:
     else:
         reply = answer.structured if answer.structured is not None else sim._reply(body["messages"])
     done = complete(reply, max_tokens=max_tokens, stop_sequences=stops)
-    admission = sim._limiter(exchange.key_index).acquire_openai(prompt_tokens + max_tokens)
+    limiter = sim._limiter(exchange.key_index, body["model"])
+    admission = limiter.acquire_openai(prompt_tokens + max_tokens)  # cached tokens included
     if not admission.allowed:
         _reject(exchange, admission)
         return

@@ -2,7 +2,8 @@
 
 Users test their own code against it, the integration tests use it and the
 ``llm-sync demo`` command runs against it offline, so it must behave like the
-real providers (auth, validation, per-key rate limits, streaming, failures)
+real providers (auth, validation, rate limits per organisation and model
+class, streaming, failures)
 while staying deterministic and never exposing a key.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 from .cache import DEFAULT_MIN_TOKENS, PromptCache
 from .faults import Fault, FaultKind, FaultQueue
 from .handler import SimServer
-from .limits import KeyLimiter, SimLimits
+from .limits import KeyLimiter, ScopeLimiter, SimLimits
 from .recording import RecordedRequest
 from .replies import default_reply
 
@@ -58,6 +59,27 @@ class Simulator:
     shorter than ``cache_min_tokens`` (1024, as on real models) are never
     cached, and Anthropic cache reads are not charged to the
     input-tokens-per-minute bucket.
+
+    Rate limits are kept per *scope* and *model class*, as the providers do
+    (per organisation, per model). By default each key is its own scope;
+    ``groups={"acme": [0, 1], "beta": [2, 3]}`` (or :meth:`set_group`) makes
+    keys members of an organisation: they share one set of buckets (so one
+    429 state) and one prompt cache. ``set_limits(scope, SimLimits(...),
+    models=["claude-opus-*"])`` declares a model class: models matching any of
+    its ``fnmatch`` patterns share one set of buckets with those limits.
+    Models no class matches use the scope's default limits (``limits``, or
+    :meth:`set_limits` without ``models``): with ``per_model=True`` each model
+    name gets buckets of its own, as on the real APIs; by default (as before
+    classes existed) they share one set. Both header families report the
+    figures of the set a request was charged to, and a 429 for one class or
+    model leaves the others untouched.
+    :meth:`bucket_levels` reads a scope's levels for a model. Scopes are named
+    by a key index (a grouped key stands for its group) or a group name::
+
+        sim = Simulator(keys=("k0", "k1", "k2"), groups={"acme": [0, 1]}, per_model=True)
+        sim.set_limits("acme", SimLimits(input_tokens_per_minute=10_000))
+        sim.set_limits("acme", SimLimits(requests_per_minute=5), models=["claude-opus-*"])
+        sim.bucket_levels(1, model="claude-opus-4")  # acme's opus buckets
     """
 
     def __init__(
@@ -72,6 +94,8 @@ class Simulator:
         wall_clock: Clock = time.time,
         path_prefix: str = "/v1",
         cache_min_tokens: int = DEFAULT_MIN_TOKENS,
+        groups: Mapping[str, Sequence[int]] | None = None,
+        per_model: bool = False,
     ) -> None:
         keys = (keys,) if isinstance(keys, str) else tuple(keys)
         if not all(isinstance(key, str) and key for key in keys):
@@ -95,12 +119,19 @@ class Simulator:
         self._faults = FaultQueue()
         self._reply_function: ReplyFunction | None = None
         self._counter = 0
-        self._limits = self._per_key(limits)
-        self._limiters = [KeyLimiter(item, clock, wall_clock) for item in self._limits]
+        self._per_model = per_model
+        self._key_scopes = [
+            ScopeLimiter(item, clock, wall_clock, per_model=per_model) for item in self._per_key(limits)
+        ]
+        self._groups: dict[str, ScopeLimiter] = {}
+        self._members: dict[str, tuple[int, ...]] = {}
+        self._group_of: dict[int, str] = {}
         self._prompt_cache = PromptCache(clock, cache_min_tokens)
         self._bad_json_seen: set[str] = set()
         self._server: SimServer | None = None
         self._thread: threading.Thread | None = None
+        for name, members in (groups or {}).items():
+            self.set_group(name, members)
 
     def _per_key(
         self, limits: SimLimits | Sequence[SimLimits | None] | None
@@ -226,14 +257,14 @@ class Simulator:
 
     def reset(self) -> None:
         """Forget recordings, the prompt cache and ``BADJSON`` prompts seen,
-        drop pending faults and refill every bucket."""
+        drop pending faults and refill every bucket (limits and groups stay)."""
         self._prompt_cache.clear()
         with self._lock:
             self._bad_json_seen.clear()
             self._recordings.clear()
-            self._limiters = [
-                KeyLimiter(item, self._clock, self._wall_clock) for item in self._limits
-            ]
+            scopes = [*self._key_scopes, *self._groups.values()]
+        for scope in scopes:
+            scope.refill()
         self._faults.clear()
 
     # -- behaviour -----------------------------------------------------------------
@@ -247,21 +278,89 @@ class Simulator:
         with self._lock:
             self._reply_function = function
 
-    def set_limits(self, key_index: int, limits: SimLimits | None) -> None:
-        """Replace one key's limits; its buckets start full."""
-        self._check_index(key_index)
-        with self._lock:
-            self._limits[key_index] = limits
-            self._limiters[key_index] = KeyLimiter(limits, self._clock, self._wall_clock)
+    def set_limits(
+        self,
+        scope: int | str,
+        limits: SimLimits | None,
+        *,
+        models: str | Sequence[str] | None = None,
+    ) -> None:
+        """Replace the limits of one key (an index) or group (a name); the
+        affected buckets start full.
 
-    def bucket_levels(self, key_index: int, api: str = "anthropic") -> dict[str, float]:
-        """Current level of each configured bucket of one key for ``api``.
+        Without ``models``: the default limits, for the models no class
+        matches (a set of buckets each with ``per_model``, else one shared). With ``models`` (``fnmatch``
+        patterns, or one pattern): the limits of the model class those
+        patterns name, shared by every model matching any of them; classes
+        are tried in the order first declared, and declaring the same
+        patterns again replaces that class's limits (``None``: unlimited).
+        A key that belongs to a group has no limits of its own: set the
+        group's (``ValueError``).
+        """
+        patterns = _patterns(models)
+        self._scope(scope, for_limits=True).set_limits(limits, patterns)
+
+    def set_group(self, name: str, key_indices: Sequence[int]) -> None:
+        """Make ``key_indices`` the members of group ``name`` (an organisation).
+
+        The members share the group's buckets and prompt cache, and leave any
+        group they were in (a group left empty is dropped). A new group starts
+        with the limits and model classes of its first member, its buckets
+        full; an existing group keeps its limits and levels. An empty
+        ``key_indices`` dissolves the group: its keys use their own limits
+        (and buckets) again.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError("a group name must be a non-empty string")
+        members = tuple(dict.fromkeys(key_indices))
+        for index in members:
+            if isinstance(index, bool) or not isinstance(index, int):
+                raise TypeError(f"key indices must be ints, got {index!r}")
+            self._check_index(index)
+        with self._lock:
+            for index in self._members.pop(name, ()):
+                self._group_of.pop(index, None)
+            scope = self._groups.pop(name, None)
+            for index in members:
+                old = self._group_of.pop(index, None)
+                if old is not None:
+                    self._members[old] = tuple(item for item in self._members[old] if item != index)
+                    if not self._members[old]:
+                        del self._members[old], self._groups[old]
+            if not members:
+                return
+            if scope is None:
+                scope = self._key_scopes[members[0]].copy_config()
+            self._groups[name] = scope
+            self._members[name] = members
+            for index in members:
+                self._group_of[index] = name
+
+    @property
+    def per_model(self) -> bool:
+        """Whether each model no class matches has buckets of its own (else they share one set)."""
+        return self._per_model
+
+    @property
+    def groups(self) -> dict[str, tuple[int, ...]]:
+        """Each group's member key indices."""
+        with self._lock:
+            return dict(self._members)
+
+    def bucket_levels(
+        self, scope: int | str, api: str = "anthropic", *, model: str | None = None
+    ) -> dict[str, float]:
+        """Current level of each configured bucket ``model`` is charged to, in
+        one key's scope (an index: its group's if it has one) or a group's
+        (a name), for ``api``.
 
         Anthropic buckets: ``requests``, ``input_tokens``, ``output_tokens``;
         OpenAI buckets: ``requests``, ``tokens``.  Unconfigured figures are absent.
+        Without ``model``: the default buckets (those shared by the models no
+        class matches; with ``per_model``, those of the one such model charged
+        here, ``ValueError`` if several were); full default buckets if unused.
         """
-        self._check_index(key_index)
-        return self._limiter(key_index).levels(api)
+        return self._scope(scope).levels(api, model)
 
     # -- faults --------------------------------------------------------------------
 
@@ -465,9 +564,34 @@ class Simulator:
         with self._lock:
             self._recordings.append(item)
 
-    def _limiter(self, key_index: int) -> KeyLimiter:
+    def _scope(self, scope: int | str, *, for_limits: bool = False) -> ScopeLimiter:
+        """The limits of a key index (its group's, unless ``for_limits``) or group name."""
+        if isinstance(scope, str):
+            with self._lock:
+                found = self._groups.get(scope)
+            if found is None:
+                raise KeyError(f"no group named {scope!r}")
+            return found
+        if isinstance(scope, bool) or not isinstance(scope, int):
+            raise TypeError(f"a scope is a key index or a group name, got {scope!r}")
+        self._check_index(scope)
         with self._lock:
-            return self._limiters[key_index]
+            group = self._group_of.get(scope)
+            if group is None:
+                return self._key_scopes[scope]
+            if for_limits:
+                raise ValueError(f"key {scope} belongs to group {group!r}: set the group's limits")
+            return self._groups[group]
+
+    def _scope_name(self, key_index: int) -> str:
+        """Who a key's usage counts for: ``group:NAME`` or ``key:INDEX`` (the cache's scope)."""
+        with self._lock:
+            group = self._group_of.get(key_index)
+        return f"group:{group}" if group is not None else f"key:{key_index}"
+
+    def _limiter(self, key_index: int, model: str) -> KeyLimiter:
+        """The buckets a request with this key for ``model`` is charged to."""
+        return self._scope(key_index).for_model(model)
 
     def _bad_json_once(self, prompt: str) -> bool:
         """True the first time a ``BADJSON`` prompt text is seen (its answer is invalid)."""
@@ -484,3 +608,12 @@ class Simulator:
         if not isinstance(reply, str):
             raise TypeError(f"reply function returned {type(reply).__name__}, not str")
         return reply
+
+
+def _patterns(models: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    if models is None:
+        return None
+    patterns = (models,) if isinstance(models, str) else tuple(models)
+    if not patterns or not all(isinstance(item, str) and item for item in patterns):
+        raise ValueError("models must be one or more non-empty fnmatch patterns")
+    return patterns
