@@ -275,3 +275,23 @@ def test_openai_cached_tokens_are_charged(sim: Simulator) -> None:
     assert sim.bucket_levels(1, "openai", model="gpt-sim-1")["tokens"] == pytest.approx(100_000 - charged)
     elsewhere = post_o(sim, 3, messages=messages).json()["usage"]  # beta has its own cache
     assert elsewhere["prompt_tokens_details"] == {"cached_tokens": 0}
+
+
+def test_concurrent_keys_of_a_group_get_no_more_than_the_groups_limit(sim: Simulator) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    sim.set_limits("acme", SimLimits(requests_per_minute=20), models=["claude-opus-*"])
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda n: post_a(sim, n % 2, "claude-opus-4").status_code, range(48)))
+    assert statuses.count(200) == 20 and statuses.count(429) == 28
+
+
+def test_a_streamed_reply_refunds_its_class_output_bucket(sim: Simulator) -> None:
+    sim.set_limits("acme", SimLimits(output_tokens_per_minute=1000), models=["claude-opus-*"])
+    sim.set_limits("acme", SimLimits(output_tokens_per_minute=1000))
+    response = post_a(sim, 0, "claude-opus-4", stream=True, max_tokens=500)
+    assert response.status_code == 200 and "message_stop" in response.text
+    assert response.headers["anthropic-ratelimit-output-tokens-remaining"] == "500"  # max_tokens up front
+    spent = 1000 - sim.bucket_levels("acme", model="claude-opus-4")["output_tokens"]
+    assert 0 < spent < 50  # the unused part came back to the class's bucket
+    assert sim.bucket_levels("acme", model="claude-sim-1") == {"output_tokens": 1000}  # untouched
