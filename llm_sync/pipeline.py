@@ -125,7 +125,11 @@ class Sends:
             # limit; reading it does not (OpenAI's cached tokens are already
             # part of its prompt tokens).
             counted = usage.input_tokens + (usage.cache_creation_input_tokens or 0)
-            limiter.settle(reservation, counted, usage.output_tokens, response.headers)
+            # The estimate counted the whole prompt, cached part included:
+            # calibrate it against the whole prompt, not against the charge.
+            prompt = counted if self._pipeline.provider.cache_reads_in_input \
+                else counted + (usage.cache_read_input_tokens or 0)
+            limiter.settle(reservation, counted, usage.output_tokens, response.headers, prompt_tokens=prompt)
         else:  # a server that reports no usage (many compatible servers' streams): keep the estimate
             limiter.release(reservation, response.headers)
 

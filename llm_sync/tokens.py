@@ -50,6 +50,9 @@ def estimate_tokens(messages: Iterable[Message], system: Any = None, tools: Iter
 # known size, assume a large one (the limiter corrects from actual usage).
 IMAGE_PIXELS_PER_TOKEN = 750
 UNKNOWN_IMAGE_TOKENS = 1600
+# Larger images are scaled down by the provider before they are counted.
+IMAGE_MAX_EDGE = 1568
+IMAGE_MAX_PIXELS = 1_150_000
 # A PDF page costs text plus an image of the page; ~3 KB of PDF a page.
 PDF_BYTES_PER_PAGE = 3000
 PDF_TOKENS_PER_PAGE = 2000
@@ -71,7 +74,7 @@ def _block_tokens(block: Any) -> int:
         return estimate_text_tokens(str(block.text))
     if kind == "image":
         if block.width and block.height:
-            return max(1, math.ceil(int(block.width) * int(block.height) / IMAGE_PIXELS_PER_TOKEN))
+            return image_tokens(int(block.width), int(block.height))
         return UNKNOWN_IMAGE_TOKENS
     if kind == "document":
         if block.text is not None:
@@ -85,6 +88,15 @@ def _block_tokens(block: Any) -> int:
     if kind == "thinking":
         return estimate_text_tokens(block.thinking or block.redacted or "")
     return 0
+
+
+def image_tokens(width: int, height: int) -> int:
+    """An image's tokens as the providers count them: scaled down to fit
+    (Anthropic: long edge ``IMAGE_MAX_EDGE``, area ``IMAGE_MAX_PIXELS``),
+    then width × height / 750. OpenAI's tile rule lands close to this for
+    the same image (at most ~1,450 tokens), so one rule serves both."""
+    scale = min(1.0, IMAGE_MAX_EDGE / max(width, height), math.sqrt(IMAGE_MAX_PIXELS / (width * height)))
+    return max(1, math.ceil(width * scale * height * scale / IMAGE_PIXELS_PER_TOKEN))
 
 
 def plausible_count(value: Any) -> Optional[int]:

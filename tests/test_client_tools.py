@@ -213,9 +213,12 @@ def test_count_tokens_other_errors_still_raise(mock, manager):
 class LimiterLog:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self.prompts: list[Any] = []
 
-    def settle(self, reservation: Any, input_tokens: int, output_tokens: int, headers: Any) -> None:
+    def settle(self, reservation: Any, input_tokens: int, output_tokens: int, headers: Any,
+               prompt_tokens: Any = None) -> None:
         self.calls.append(("settle", input_tokens, output_tokens))
+        self.prompts.append(prompt_tokens)
 
     def release(self, reservation: Any, headers: Any = None) -> None:
         self.calls.append(("release",))
@@ -230,7 +233,8 @@ class LimiterLog:
 ])
 def test_settle_uses_reported_usage_only(usage, expected):
     log = LimiterLog()
-    sends = Sends(SimpleNamespace(limiter=log), None, None, None)  # type: ignore[arg-type]
+    provider = SimpleNamespace(cache_reads_in_input=False)  # Anthropic's way
+    sends = Sends(SimpleNamespace(limiter=log, provider=provider), None, None, None)  # type: ignore[arg-type]
     sends.settle(object(), LLMResponse(content="ok", usage=usage))  # type: ignore[arg-type]
     assert log.calls == [expected]
 
@@ -288,3 +292,32 @@ def test_truncation_by_tokens_counts_blocks():
     for message in tool_exchange(1):
         session.add_message(message)
     assert [m.role.value for m in session.get_messages()] == ["assistant", "tool"]
+
+
+def test_calibration_counts_the_cached_prompt_where_the_charge_does_not():
+    """Anthropic: a cache read is not charged, but the estimate counted the
+    whole prompt, so calibration must see the whole prompt (else every
+    cache hit drags later estimates down and the key over-sends)."""
+    log = LimiterLog()
+    sends = Sends(SimpleNamespace(limiter=log, provider=SimpleNamespace(cache_reads_in_input=False)),  # type: ignore[arg-type]
+                  None, None, None)  # type: ignore[arg-type]
+    usage = Usage(input_tokens=10, output_tokens=5, cache_read_input_tokens=3000)
+    sends.settle(object(), LLMResponse(content="ok", usage=usage))  # type: ignore[arg-type]
+    assert log.calls == [("settle", 10, 5)] and log.prompts == [3010]
+    openai = LimiterLog()
+    sends = Sends(SimpleNamespace(limiter=openai, provider=SimpleNamespace(cache_reads_in_input=True)),  # type: ignore[arg-type]
+                  None, None, None)  # type: ignore[arg-type]
+    sends.settle(object(), LLMResponse(content="ok", usage=Usage(input_tokens=3010, output_tokens=5,  # type: ignore[arg-type]
+                                                                 cache_read_input_tokens=3000)))
+    assert openai.calls == [("settle", 3010, 5)] and openai.prompts == [3010]
+
+
+def test_repeated_cache_hits_keep_the_estimate_calibrated(llm_like_limiter=None):
+    from llm_sync.ratelimit.limiter import Cost, ProviderLimiter
+
+    limiter = ProviderLimiter([("k", None)], refunds_output=True)
+    for _ in range(6):
+        reservation = limiter.reserve(Cost(3000, 10), None)
+        limiter.mark_sent(reservation)
+        limiter.settle(reservation, 10, 5, None, prompt_tokens=3010)
+    assert limiter.keys[0].calibration > 0.95

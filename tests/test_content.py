@@ -127,3 +127,12 @@ def test_tools_in_every_shape_become_one_form():
     with pytest.raises(LLMValidationError):
         Tool("bad name!")
     assert ToolCall(id="1", name="Weather", arguments={"city": "Oslo"}).parse(Weather) == Weather(city="Oslo")
+
+
+def test_a_huge_image_is_estimated_as_the_provider_scales_it():
+    from llm_sync.tokens import image_tokens
+
+    assert image_tokens(750, 100) == 100
+    assert image_tokens(6000, 6000) <= 1600  # scaled down first, never "larger than a bucket"
+    assert image_tokens(20000, 100) <= 1600
+    assert image_tokens(1, 1) == 1

@@ -44,6 +44,7 @@ class AnthropicProvider(Provider):
     completion_path = "/v1/messages"
     # Whether the server refunds unused max_tokens when the reply ends.
     refunds_output = True
+    cache_reads_in_input = False  # cache_read_input_tokens come apart from input_tokens
     temperature_range = (0.0, 1.0)
 
     def __init__(self, base_url: str, headers: Optional[dict[str, str]] = None, *,

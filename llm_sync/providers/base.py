@@ -177,6 +177,9 @@ class Provider(ABC):
     completion_path: str
     default_prefix: str = ""  # put between a base_url with no path and completion_path
     refunds_output: bool  # the server refunds unused max_tokens at the end
+    # Whether usage.input_tokens already includes prompt-cache reads
+    # (OpenAI: cached_tokens are part of prompt_tokens; Anthropic: apart).
+    cache_reads_in_input: bool = True
     temperature_range: tuple[float, float]
     # The longest ``retry_after`` an error carries (the endpoint's
     # ``max_pause``; the manager sets it per endpoint).

@@ -270,8 +270,11 @@ class ProviderLimiter:
             key.in_flight += 1
 
     def settle(self, reservation: Reservation, input_tokens: Optional[int], output_tokens: Optional[int],
-               headers: Optional[Mapping[str, str]] = None) -> None:
-        """Correct the charges to the actual usage; sync from headers."""
+               headers: Optional[Mapping[str, str]] = None, *, prompt_tokens: Optional[int] = None) -> None:
+        """Correct the charges to the actual usage; sync from headers.
+        ``prompt_tokens``: the whole prompt's size, when it differs from
+        the charged input (cache reads a provider does not count): the
+        input estimate is calibrated against it."""
         with self._cond:
             if not self._claim(reservation):
                 return
@@ -280,7 +283,8 @@ class ProviderLimiter:
             input_tokens, output_tokens = self._plausible_usage(key, input_tokens, output_tokens)
             if input_tokens is not None:
                 actual["input_tokens"] = float(input_tokens)
-                key.calibrate(reservation.estimate, input_tokens)
+                prompt = plausible_count(prompt_tokens) if prompt_tokens is not None else input_tokens
+                key.calibrate(reservation.estimate, input_tokens if prompt is None else prompt)
             if output_tokens is not None:
                 actual["output_tokens"] = float(output_tokens)
             charged_output = actual["output_tokens"] if key.refunds_output else reservation.amounts["output_tokens"]
