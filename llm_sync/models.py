@@ -63,6 +63,11 @@ class LLMProvider(str, Enum):
             return kind
 
 
+# The assistant turn LLMResponse.to_message() gives for an answer with no
+# text, tool call or refusal (an empty answer at max_tokens, say).
+NO_TEXT = "(no text)"
+
+
 class StopReason(str, Enum):
     """The normalised ``LLMResponse.stop_reason`` values (others pass through)."""
 
@@ -222,15 +227,26 @@ class LLMResponse(BaseModel):
 
     def to_message(self) -> "Message":
         """The assistant turn, tool calls (and thinking) included, ready to
-        append to the history for the next call of a tool round trip."""
-        blocks: list[Any] = [b for b in self.blocks if isinstance(b, (ThinkingBlock, TextBlock))]
-        if not blocks and self.content:
-            blocks.append(TextBlock(self.content))
-        known = {b.id for b in self.blocks if isinstance(b, ToolUseBlock)}
-        blocks += [b for b in self.blocks if isinstance(b, ToolUseBlock)]
+        append to the history for the next call of a tool round trip.
+
+        The blocks keep the order they came in (text, thinking and tool
+        calls interleaved); text blocks that are empty or whitespace only
+        are dropped (Anthropic refuses them). An answer without text or
+        tool calls becomes its refusal text, else ``"(no text)"``: a
+        history turn is never empty."""
+        blocks: list[ContentBlock] = [
+            b for b in self.blocks
+            if isinstance(b, (ThinkingBlock, ToolUseBlock)) or (isinstance(b, TextBlock) and b.text.strip())
+        ]
+        if not any(isinstance(b, TextBlock) for b in self.blocks) and self.content.strip():
+            # no text blocks (an OpenAI answer): the text goes before the tool calls
+            at = next((i for i, b in enumerate(blocks) if isinstance(b, ToolUseBlock)), len(blocks))
+            blocks.insert(at, TextBlock(self.content))
+        known = {b.id for b in blocks if isinstance(b, ToolUseBlock)}
         blocks += [ToolUseBlock(c.id, c.name, c.arguments) for c in self.tool_calls if c.id not in known]
-        if not blocks:
-            blocks.append(TextBlock(self.content or " "))
+        if not any(isinstance(b, (TextBlock, ToolUseBlock)) for b in blocks):
+            refusal = (self.refusal or "").strip()
+            blocks.append(TextBlock(refusal if refusal else NO_TEXT))
         if len(blocks) == 1 and isinstance(blocks[0], TextBlock) and blocks[0].cache_control is None:
             return Message(MessageRole.ASSISTANT, blocks[0].text)
         return Message(MessageRole.ASSISTANT, blocks)

@@ -127,3 +127,42 @@ def test_tools_in_every_shape_become_one_form():
     with pytest.raises(LLMValidationError):
         Tool("bad name!")
     assert ToolCall(id="1", name="Weather", arguments={"city": "Oslo"}).parse(Weather) == Weather(city="Oslo")
+
+
+# --- LLMResponse.to_message: refusals, empty answers, block order ------------------
+
+
+def test_to_message_of_a_refusal_is_the_refusal_text():
+    refused = LLMResponse(content="", refusal="I can't help with that.", stop_reason="refusal")
+    assert refused.to_message() == Message(MessageRole.ASSISTANT, "I can't help with that.")
+
+
+@pytest.mark.parametrize("response", [
+    LLMResponse(content="", stop_reason="max_tokens"),
+    LLMResponse(content="  \n", blocks=[TextBlock("  \n")]),
+    LLMResponse(content="", blocks=[ThinkingBlock("hmm", "sig")], stop_reason="max_tokens"),
+])
+def test_to_message_of_an_empty_answer_is_a_placeholder_not_whitespace(response):
+    turn = response.to_message()
+    assert turn.role is MessageRole.ASSISTANT and turn.text == "(no text)"
+    assert [type(b) for b in turn.blocks][-1] is TextBlock
+
+
+def test_to_message_keeps_interleaved_blocks_in_order():
+    blocks = [ThinkingBlock("plan", "sig"), TextBlock("First A."), ToolUseBlock("toolu_1", "a", {}),
+              TextBlock("Then B."), ToolUseBlock("toolu_2", "b", {"x": 1})]
+    response = LLMResponse(content="First A.Then B.", blocks=blocks,
+                           tool_calls=[ToolCall(id="toolu_1", name="a"), ToolCall(id="toolu_2", name="b",
+                                                                                  arguments={"x": 1})])
+    assert response.to_message().content == blocks
+
+
+def test_to_message_drops_whitespace_text_blocks_and_adds_calls_without_a_block():
+    response = LLMResponse(content="\n\n", blocks=[TextBlock("\n\n"), ToolUseBlock("toolu_1", "f", {})],
+                           tool_calls=[ToolCall(id="toolu_1", name="f"), ToolCall(id="call_2", name="g")])
+    assert response.to_message().content == [ToolUseBlock("toolu_1", "f", {}), ToolUseBlock("call_2", "g", {})]
+
+
+def test_to_message_of_an_openai_answer_puts_the_text_before_the_calls():
+    response = LLMResponse(content="Checking.", tool_calls=[ToolCall(id="call_1", name="f")])
+    assert response.to_message().content == [TextBlock("Checking."), ToolUseBlock("call_1", "f", {})]
