@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, Iterable, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, field_validator, model_validator
 
 from .content import ContentBlock, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock, blocks_text, parse_blocks
 from .errors import LLMValidationError
@@ -77,6 +77,15 @@ class StopReason(str, Enum):
     TOOL_USE = "tool_use"
 
 
+# The blocks each role may hold, the same for every endpoint kind.
+_BLOCKS_OF_ROLE: dict[MessageRole, frozenset[str]] = {
+    MessageRole.USER: frozenset({"text", "image", "document", "tool_result"}),
+    MessageRole.ASSISTANT: frozenset({"text", "thinking", "tool_use"}),
+    MessageRole.TOOL: frozenset({"tool_result"}),
+    MessageRole.SYSTEM: frozenset({"text"}),
+}
+
+
 class Message(BaseModel):
     """One conversation turn. ``Message(MessageRole.USER, "hi")`` and
     ``Message(role="user", content="hi")`` both work; bad input raises
@@ -121,6 +130,19 @@ class Message(BaseModel):
             raise ValueError(f"content {problem}")
         return value
 
+    @model_validator(mode="after")
+    def _blocks_fit_the_role(self) -> "Message":
+        if isinstance(self.content, str):
+            if self.role is MessageRole.TOOL:
+                raise ValueError("a tool turn holds tool_result blocks only, not text: use Message.tool_result(...)")
+            return self
+        allowed = _BLOCKS_OF_ROLE[self.role]
+        for index, block in enumerate(self.content):
+            if block.type not in allowed:
+                raise ValueError(f"content[{index}]: {_a(self.role.value)} turn cannot hold {_a(block.type)} block "
+                                 f"(it holds {', '.join(sorted(allowed))})")
+        return self
+
     @property
     def text(self) -> str:
         """The plain text of the content (text blocks joined)."""
@@ -143,11 +165,16 @@ class Message(BaseModel):
         return f"Message({self.role.value}, {preview!r})"
 
 
+def _a(word: str) -> str:
+    return f"{'an' if word in ('assistant', 'image') else 'a'} {word}"
+
+
 def _describe(exc: ValidationError, what: str) -> str:
     problems = []
     for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"]) or what
-        problems.append(f"{loc}: {err['msg']}")
+        message = err["msg"].removeprefix("Value error, ")
+        loc = ".".join(str(part) for part in err["loc"])
+        problems.append(f"{loc}: {message}" if loc else message)
     return f"invalid {what}: " + "; ".join(problems)
 
 
