@@ -180,6 +180,7 @@ class ToolUseBlock(_Block):
     id: str = Field(min_length=1)
     name: str = Field(min_length=1)
     input: dict[str, Any] = Field(default_factory=dict)
+    cache_control: CacheControl = None  # Anthropic prompt-cache breakpoint
 
     def __init__(self, id: Any = None, name: Any = None, input: Any = None, /, **data: Any) -> None:
         super().__init__(*_given(id, name, input), **data)
@@ -190,12 +191,14 @@ class ToolUseBlock(_Block):
 
 
 class ToolResultBlock(_Block):
-    """The answer to the tool call ``tool_use_id``: text or blocks."""
+    """The answer to the tool call ``tool_use_id``: text or blocks.
+    ``cache_control`` marks an Anthropic prompt-cache breakpoint."""
 
     type: Literal["tool_result"] = "tool_result"
     tool_use_id: str = Field(min_length=1)
     content: Union[str, list["ContentBlock"]] = ""
     is_error: bool = False
+    cache_control: CacheControl = None  # Anthropic prompt-cache breakpoint
 
     def __init__(self, tool_use_id: Any = None, content: Any = None, is_error: Any = None, /,
                  **data: Any) -> None:
@@ -269,10 +272,11 @@ def parse_block(value: Any) -> ContentBlock:
         media_type, data = _split_data_url(data_url)
         return DocumentBlock(media_type=media_type or "application/pdf", data=data, title=file.get("filename"))
     if kind == "tool_use":
-        return ToolUseBlock(id=value.get("id"), name=value.get("name"), input=value.get("input") or {})
+        return ToolUseBlock(id=value.get("id"), name=value.get("name"), input=value.get("input") or {},
+                            cache_control=cache)
     if kind == "tool_result":
         return ToolResultBlock(tool_use_id=value.get("tool_use_id"), content=value.get("content", ""),
-                               is_error=bool(value.get("is_error", False)))
+                               is_error=bool(value.get("is_error", False)), cache_control=cache)
     if kind == "thinking":
         return ThinkingBlock(thinking=value.get("thinking", ""), signature=value.get("signature"))
     if kind == "redacted_thinking":

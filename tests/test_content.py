@@ -166,3 +166,32 @@ def test_to_message_drops_whitespace_text_blocks_and_adds_calls_without_a_block(
 def test_to_message_of_an_openai_answer_puts_the_text_before_the_calls():
     response = LLMResponse(content="Checking.", tool_calls=[ToolCall(id="call_1", name="f")])
     assert response.to_message().content == [TextBlock("Checking."), ToolUseBlock("call_1", "f", {})]
+
+
+# --- Anthropic-specific settings on tools and tool blocks --------------------------
+
+EPHEMERAL = {"type": "ephemeral"}
+
+
+def test_native_anthropic_tool_keeps_cache_control():
+    [tool] = normalize_tools([{"name": "f", "description": "d", "input_schema": {"type": "object"},
+                               "cache_control": EPHEMERAL}])
+    assert tool == Tool("f", "d", {"type": "object"}, cache_control=EPHEMERAL)
+    assert normalize_tools([{"type": "custom", "name": "g"}])[0].cache_control is None
+
+
+def test_native_tool_blocks_keep_cache_control():
+    result = parse_block({"type": "tool_result", "tool_use_id": "t1", "content": "x", "cache_control": EPHEMERAL})
+    assert result == ToolResultBlock("t1", "x", cache_control=EPHEMERAL)
+    use = parse_block({"type": "tool_use", "id": "t1", "name": "f", "input": {}, "cache_control": EPHEMERAL})
+    assert use == ToolUseBlock("t1", "f", {}, cache_control=EPHEMERAL)
+
+
+@pytest.mark.parametrize("server_tool", [
+    {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
+    {"type": "code_execution_20250522", "name": "code_execution"},
+    {"type": "web_search"},  # OpenAI Responses-style
+])
+def test_server_tools_are_refused_not_turned_into_empty_custom_tools(server_tool):
+    with pytest.raises(LLMValidationError, match=rf"tools\[0\]: tool type '{server_tool['type']}': server tools"):
+        normalize_tools([server_tool])
