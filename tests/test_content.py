@@ -195,3 +195,34 @@ def test_native_tool_blocks_keep_cache_control():
 def test_server_tools_are_refused_not_turned_into_empty_custom_tools(server_tool):
     with pytest.raises(LLMValidationError, match=rf"tools\[0\]: tool type '{server_tool['type']}': server tools"):
         normalize_tools([server_tool])
+
+
+# --- native shapes: documents by URL, OpenAI image detail --------------------------
+
+
+def test_native_anthropic_document_by_url():
+    block = parse_block({"type": "document", "source": {"type": "url", "url": "https://x.test/a.pdf"},
+                         "title": "A", "cache_control": EPHEMERAL})
+    assert block == DocumentBlock(url="https://x.test/a.pdf", title="A", cache_control=EPHEMERAL)
+    assert block == DocumentBlock.from_url("https://x.test/a.pdf", title="A").model_copy(
+        update={"cache_control": EPHEMERAL})
+    assert block.data is None and block.text is None and block.media_type == "application/pdf"
+
+
+@pytest.mark.parametrize("kwargs", [
+    {}, {"url": "https://x.test/a.pdf", "text": "t"}, {"url": "https://x.test/a.pdf", "data": "JVBERg=="},
+    {"url": "ftp://x.test/a.pdf"},
+])
+def test_a_document_has_exactly_one_source(kwargs):
+    with pytest.raises(LLMValidationError):
+        DocumentBlock(**kwargs)
+
+
+def test_openai_image_detail_is_kept():
+    block = parse_block({"type": "image_url", "image_url": {"url": "https://x.test/a.png", "detail": "low"}})
+    assert block == ImageBlock.from_url("https://x.test/a.png", detail="low")
+    data_url = "data:image/png;base64,iVBORw0KGgo="
+    assert parse_block({"type": "image_url", "image_url": {"url": data_url, "detail": "high"}}).detail == "high"
+    assert parse_block({"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}).detail is None
+    with pytest.raises(LLMValidationError):
+        ImageBlock.from_url("https://x.test/a.png", detail="medium")
