@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+ImageDetail = Literal["low", "high", "auto"]  # OpenAI's image_url.detail
 CacheControl = Optional[dict[str, Any]]
 
 
@@ -88,7 +89,9 @@ class TextBlock(_Block):
 
 class ImageBlock(_Block):
     """An image, inline (base64 ``data`` with its ``media_type``) or by
-    ``url``. ``width``/``height`` (when known) size the token estimate."""
+    ``url``. ``width``/``height`` (when known) size the token estimate;
+    ``detail`` (``"low"``, ``"high"``, ``"auto"``) is OpenAI's resolution
+    setting (Anthropic has none)."""
 
     type: Literal["image"] = "image"
     media_type: Optional[str] = None
@@ -96,6 +99,7 @@ class ImageBlock(_Block):
     url: Optional[str] = None
     width: Optional[int] = Field(default=None, gt=0)
     height: Optional[int] = Field(default=None, gt=0)
+    detail: Optional[ImageDetail] = None
     cache_control: CacheControl = None
 
     @field_validator("url")
@@ -131,26 +135,40 @@ class ImageBlock(_Block):
         return cls.from_bytes(_read(path, "image"), media_type or mimetypes.guess_type(str(path))[0])
 
     @classmethod
-    def from_url(cls, url: str) -> "ImageBlock":
-        return cls(url=url)
+    def from_url(cls, url: str, detail: Optional[ImageDetail] = None) -> "ImageBlock":
+        return cls(url=url, detail=detail)
 
 
 class DocumentBlock(_Block):
-    """A document: a PDF (base64 ``data``, ``media_type="application/pdf"``)
-    or plain ``text``; ``title`` names it (OpenAI's ``filename``)."""
+    """A document: a PDF (base64 ``data``, ``media_type="application/pdf"``,
+    or a PDF's http(s) ``url``) or plain ``text``; ``title`` names it
+    (OpenAI's ``filename``)."""
 
     type: Literal["document"] = "document"
     media_type: str = "application/pdf"
     data: Optional[str] = None  # base64, for PDFs
     text: Optional[str] = None  # for plain-text documents
+    url: Optional[str] = None  # a PDF on the web
     title: Optional[str] = None
     cache_control: CacheControl = None
 
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("url must be an http(s) URL")
+        return value
+
     @model_validator(mode="after")
     def _one_source(self) -> "DocumentBlock":
-        if (self.data is None) == (self.text is None):
-            raise ValueError("give exactly one of data (base64 PDF) and text")
+        if sum(source is not None for source in (self.data, self.text, self.url)) != 1:
+            raise ValueError("give exactly one of data (base64 PDF), text and url")
         return self
+
+    @classmethod
+    def from_url(cls, url: str, title: Optional[str] = None) -> "DocumentBlock":
+        """A PDF by its http(s) URL (the provider fetches it)."""
+        return cls(url=url, title=title)
 
     @classmethod
     def from_bytes(cls, data: bytes, title: Optional[str] = None) -> "DocumentBlock":
@@ -180,6 +198,7 @@ class ToolUseBlock(_Block):
     id: str = Field(min_length=1)
     name: str = Field(min_length=1)
     input: dict[str, Any] = Field(default_factory=dict)
+    cache_control: CacheControl = None  # Anthropic prompt-cache breakpoint
 
     def __init__(self, id: Any = None, name: Any = None, input: Any = None, /, **data: Any) -> None:
         super().__init__(*_given(id, name, input), **data)
@@ -190,12 +209,14 @@ class ToolUseBlock(_Block):
 
 
 class ToolResultBlock(_Block):
-    """The answer to the tool call ``tool_use_id``: text or blocks."""
+    """The answer to the tool call ``tool_use_id``: text or blocks.
+    ``cache_control`` marks an Anthropic prompt-cache breakpoint."""
 
     type: Literal["tool_result"] = "tool_result"
     tool_use_id: str = Field(min_length=1)
     content: Union[str, list["ContentBlock"]] = ""
     is_error: bool = False
+    cache_control: CacheControl = None  # Anthropic prompt-cache breakpoint
 
     def __init__(self, tool_use_id: Any = None, content: Any = None, is_error: Any = None, /,
                  **data: Any) -> None:
@@ -253,14 +274,17 @@ def parse_block(value: Any) -> ContentBlock:
             return ImageBlock(url=source.get("url"), cache_control=cache)
         return ImageBlock(media_type=source.get("media_type"), data=source.get("data"), cache_control=cache)
     if kind == "image_url":
-        url = (value.get("image_url") or {}).get("url") if isinstance(value.get("image_url"), dict) \
-            else value.get("image_url")
-        return _image_from_url(url)
+        image_url = value.get("image_url")
+        if isinstance(image_url, dict):
+            return _image_from_url(image_url.get("url"), image_url.get("detail"))
+        return _image_from_url(image_url)
     if kind == "document":
         source = value.get("source") or {}
         if source.get("type") == "text":
             return DocumentBlock(media_type=source.get("media_type") or "text/plain", text=source.get("data"),
                                  title=value.get("title"), cache_control=cache)
+        if source.get("type") == "url":
+            return DocumentBlock(url=source.get("url"), title=value.get("title"), cache_control=cache)
         return DocumentBlock(media_type=source.get("media_type") or "application/pdf", data=source.get("data"),
                              title=value.get("title"), cache_control=cache)
     if kind == "file":
@@ -269,10 +293,11 @@ def parse_block(value: Any) -> ContentBlock:
         media_type, data = _split_data_url(data_url)
         return DocumentBlock(media_type=media_type or "application/pdf", data=data, title=file.get("filename"))
     if kind == "tool_use":
-        return ToolUseBlock(id=value.get("id"), name=value.get("name"), input=value.get("input") or {})
+        return ToolUseBlock(id=value.get("id"), name=value.get("name"), input=value.get("input") or {},
+                            cache_control=cache)
     if kind == "tool_result":
         return ToolResultBlock(tool_use_id=value.get("tool_use_id"), content=value.get("content", ""),
-                               is_error=bool(value.get("is_error", False)))
+                               is_error=bool(value.get("is_error", False)), cache_control=cache)
     if kind == "thinking":
         return ThinkingBlock(thinking=value.get("thinking", ""), signature=value.get("signature"))
     if kind == "redacted_thinking":
@@ -305,11 +330,11 @@ def blocks_text(blocks: Union[str, list[ContentBlock]]) -> str:
     return "".join(parts)
 
 
-def _image_from_url(url: Any) -> ImageBlock:
+def _image_from_url(url: Any, detail: Any = None) -> ImageBlock:
     if isinstance(url, str) and url.startswith("data:"):
         media_type, data = _split_data_url(url)
-        return ImageBlock(media_type=media_type, data=data)
-    return ImageBlock(url=url)
+        return ImageBlock(media_type=media_type, data=data, detail=detail)
+    return ImageBlock(url=url, detail=detail)
 
 
 def _split_data_url(url: str) -> tuple[Optional[str], Optional[str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, Iterable, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, field_validator, model_validator
 
 from .content import ContentBlock, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock, blocks_text, parse_blocks
 from .errors import LLMValidationError
@@ -63,6 +63,11 @@ class LLMProvider(str, Enum):
             return kind
 
 
+# The assistant turn LLMResponse.to_message() gives for an answer with no
+# text, tool call or refusal (an empty answer at max_tokens, say).
+NO_TEXT = "(no text)"
+
+
 class StopReason(str, Enum):
     """The normalised ``LLMResponse.stop_reason`` values (others pass through)."""
 
@@ -70,6 +75,15 @@ class StopReason(str, Enum):
     MAX_TOKENS = "max_tokens"
     STOP_SEQUENCE = "stop_sequence"
     TOOL_USE = "tool_use"
+
+
+# The blocks each role may hold, the same for every endpoint kind.
+_BLOCKS_OF_ROLE: dict[MessageRole, frozenset[str]] = {
+    MessageRole.USER: frozenset({"text", "image", "document", "tool_result"}),
+    MessageRole.ASSISTANT: frozenset({"text", "thinking", "tool_use"}),
+    MessageRole.TOOL: frozenset({"tool_result"}),
+    MessageRole.SYSTEM: frozenset({"text"}),
+}
 
 
 class Message(BaseModel):
@@ -116,6 +130,19 @@ class Message(BaseModel):
             raise ValueError(f"content {problem}")
         return value
 
+    @model_validator(mode="after")
+    def _blocks_fit_the_role(self) -> "Message":
+        if isinstance(self.content, str):
+            if self.role is MessageRole.TOOL:
+                raise ValueError("a tool turn holds tool_result blocks only, not text: use Message.tool_result(...)")
+            return self
+        allowed = _BLOCKS_OF_ROLE[self.role]
+        for index, block in enumerate(self.content):
+            if block.type not in allowed:
+                raise ValueError(f"content[{index}]: {_a(self.role.value)} turn cannot hold {_a(block.type)} block "
+                                 f"(it holds {', '.join(sorted(allowed))})")
+        return self
+
     @property
     def text(self) -> str:
         """The plain text of the content (text blocks joined)."""
@@ -138,11 +165,16 @@ class Message(BaseModel):
         return f"Message({self.role.value}, {preview!r})"
 
 
+def _a(word: str) -> str:
+    return f"{'an' if word in ('assistant', 'image') else 'a'} {word}"
+
+
 def _describe(exc: ValidationError, what: str) -> str:
     problems = []
     for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"]) or what
-        problems.append(f"{loc}: {err['msg']}")
+        message = err["msg"].removeprefix("Value error, ")
+        loc = ".".join(str(part) for part in err["loc"])
+        problems.append(f"{loc}: {message}" if loc else message)
     return f"invalid {what}: " + "; ".join(problems)
 
 
@@ -222,15 +254,26 @@ class LLMResponse(BaseModel):
 
     def to_message(self) -> "Message":
         """The assistant turn, tool calls (and thinking) included, ready to
-        append to the history for the next call of a tool round trip."""
-        blocks: list[Any] = [b for b in self.blocks if isinstance(b, (ThinkingBlock, TextBlock))]
-        if not blocks and self.content:
-            blocks.append(TextBlock(self.content))
-        known = {b.id for b in self.blocks if isinstance(b, ToolUseBlock)}
-        blocks += [b for b in self.blocks if isinstance(b, ToolUseBlock)]
+        append to the history for the next call of a tool round trip.
+
+        The blocks keep the order they came in (text, thinking and tool
+        calls interleaved); text blocks that are empty or whitespace only
+        are dropped (Anthropic refuses them). An answer without text or
+        tool calls becomes its refusal text, else ``"(no text)"``: a
+        history turn is never empty."""
+        blocks: list[ContentBlock] = [
+            b for b in self.blocks
+            if isinstance(b, (ThinkingBlock, ToolUseBlock)) or (isinstance(b, TextBlock) and b.text.strip())
+        ]
+        if not any(isinstance(b, TextBlock) for b in self.blocks) and self.content.strip():
+            # no text blocks (an OpenAI answer): the text goes before the tool calls
+            at = next((i for i, b in enumerate(blocks) if isinstance(b, ToolUseBlock)), len(blocks))
+            blocks.insert(at, TextBlock(self.content))
+        known = {b.id for b in blocks if isinstance(b, ToolUseBlock)}
         blocks += [ToolUseBlock(c.id, c.name, c.arguments) for c in self.tool_calls if c.id not in known]
-        if not blocks:
-            blocks.append(TextBlock(self.content or " "))
+        if not any(isinstance(b, (TextBlock, ToolUseBlock)) for b in blocks):
+            refusal = (self.refusal or "").strip()
+            blocks.append(TextBlock(refusal if refusal else NO_TEXT))
         if len(blocks) == 1 and isinstance(blocks[0], TextBlock) and blocks[0].cache_control is None:
             return Message(MessageRole.ASSISTANT, blocks[0].text)
         return Message(MessageRole.ASSISTANT, blocks)

@@ -32,6 +32,9 @@ class Tool(BaseModel):
     name: str
     description: str = ""
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    # An Anthropic prompt-cache breakpoint ({"type": "ephemeral"}): caches
+    # the tools up to this one. Ignored by OpenAI, which caches by itself.
+    cache_control: Optional[dict[str, Any]] = None
 
     def __init__(self, name: Any = None, description: Any = None, input_schema: Any = None, /,
                  **data: Any) -> None:
@@ -103,11 +106,17 @@ def _one_tool(tool: Any) -> Tool:
     if isinstance(tool, type) and issubclass(tool, BaseModel):
         return Tool.from_model(tool)
     if isinstance(tool, dict):
-        if tool.get("type") == "function" and isinstance(tool.get("function"), dict):  # OpenAI
+        kind = tool.get("type")
+        if kind == "function" and isinstance(tool.get("function"), dict):  # OpenAI
             fn = tool["function"]
             return Tool(fn.get("name"), fn.get("description") or "", fn.get("parameters") or None)
-        if "name" in tool:  # Anthropic
-            return Tool(tool.get("name"), tool.get("description") or "", tool.get("input_schema") or None)
+        if kind not in (None, "custom", "function"):
+            # web_search_20250305, code_execution, bash_..., OpenAI's web_search, ...
+            raise LLMValidationError(f"tool type {str(kind)[:60]!r}: server tools are not supported yet; "
+                                     "pass them via extra_body")
+        if "name" in tool and kind != "function":  # Anthropic
+            return Tool(tool.get("name"), tool.get("description") or "", tool.get("input_schema") or None,
+                        cache_control=tool.get("cache_control"))
     raise LLMValidationError("a tool is a Tool, a pydantic model class, or a dict in Anthropic or OpenAI shape")
 
 

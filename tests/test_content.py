@@ -136,3 +136,100 @@ def test_a_huge_image_is_estimated_as_the_provider_scales_it():
     assert image_tokens(6000, 6000) <= 1600  # scaled down first, never "larger than a bucket"
     assert image_tokens(20000, 100) <= 1600
     assert image_tokens(1, 1) == 1
+# --- LLMResponse.to_message: refusals, empty answers, block order ------------------
+
+
+def test_to_message_of_a_refusal_is_the_refusal_text():
+    refused = LLMResponse(content="", refusal="I can't help with that.", stop_reason="refusal")
+    assert refused.to_message() == Message(MessageRole.ASSISTANT, "I can't help with that.")
+
+
+@pytest.mark.parametrize("response", [
+    LLMResponse(content="", stop_reason="max_tokens"),
+    LLMResponse(content="  \n", blocks=[TextBlock("  \n")]),
+    LLMResponse(content="", blocks=[ThinkingBlock("hmm", "sig")], stop_reason="max_tokens"),
+])
+def test_to_message_of_an_empty_answer_is_a_placeholder_not_whitespace(response):
+    turn = response.to_message()
+    assert turn.role is MessageRole.ASSISTANT and turn.text == "(no text)"
+    assert [type(b) for b in turn.blocks][-1] is TextBlock
+
+
+def test_to_message_keeps_interleaved_blocks_in_order():
+    blocks = [ThinkingBlock("plan", "sig"), TextBlock("First A."), ToolUseBlock("toolu_1", "a", {}),
+              TextBlock("Then B."), ToolUseBlock("toolu_2", "b", {"x": 1})]
+    response = LLMResponse(content="First A.Then B.", blocks=blocks,
+                           tool_calls=[ToolCall(id="toolu_1", name="a"), ToolCall(id="toolu_2", name="b",
+                                                                                  arguments={"x": 1})])
+    assert response.to_message().content == blocks
+
+
+def test_to_message_drops_whitespace_text_blocks_and_adds_calls_without_a_block():
+    response = LLMResponse(content="\n\n", blocks=[TextBlock("\n\n"), ToolUseBlock("toolu_1", "f", {})],
+                           tool_calls=[ToolCall(id="toolu_1", name="f"), ToolCall(id="call_2", name="g")])
+    assert response.to_message().content == [ToolUseBlock("toolu_1", "f", {}), ToolUseBlock("call_2", "g", {})]
+
+
+def test_to_message_of_an_openai_answer_puts_the_text_before_the_calls():
+    response = LLMResponse(content="Checking.", tool_calls=[ToolCall(id="call_1", name="f")])
+    assert response.to_message().content == [TextBlock("Checking."), ToolUseBlock("call_1", "f", {})]
+
+
+# --- Anthropic-specific settings on tools and tool blocks --------------------------
+
+EPHEMERAL = {"type": "ephemeral"}
+
+
+def test_native_anthropic_tool_keeps_cache_control():
+    [tool] = normalize_tools([{"name": "f", "description": "d", "input_schema": {"type": "object"},
+                               "cache_control": EPHEMERAL}])
+    assert tool == Tool("f", "d", {"type": "object"}, cache_control=EPHEMERAL)
+    assert normalize_tools([{"type": "custom", "name": "g"}])[0].cache_control is None
+
+
+def test_native_tool_blocks_keep_cache_control():
+    result = parse_block({"type": "tool_result", "tool_use_id": "t1", "content": "x", "cache_control": EPHEMERAL})
+    assert result == ToolResultBlock("t1", "x", cache_control=EPHEMERAL)
+    use = parse_block({"type": "tool_use", "id": "t1", "name": "f", "input": {}, "cache_control": EPHEMERAL})
+    assert use == ToolUseBlock("t1", "f", {}, cache_control=EPHEMERAL)
+
+
+@pytest.mark.parametrize("server_tool", [
+    {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
+    {"type": "code_execution_20250522", "name": "code_execution"},
+    {"type": "web_search"},  # OpenAI Responses-style
+])
+def test_server_tools_are_refused_not_turned_into_empty_custom_tools(server_tool):
+    with pytest.raises(LLMValidationError, match=rf"tools\[0\]: tool type '{server_tool['type']}': server tools"):
+        normalize_tools([server_tool])
+
+
+# --- native shapes: documents by URL, OpenAI image detail --------------------------
+
+
+def test_native_anthropic_document_by_url():
+    block = parse_block({"type": "document", "source": {"type": "url", "url": "https://x.test/a.pdf"},
+                         "title": "A", "cache_control": EPHEMERAL})
+    assert block == DocumentBlock(url="https://x.test/a.pdf", title="A", cache_control=EPHEMERAL)
+    assert block == DocumentBlock.from_url("https://x.test/a.pdf", title="A").model_copy(
+        update={"cache_control": EPHEMERAL})
+    assert block.data is None and block.text is None and block.media_type == "application/pdf"
+
+
+@pytest.mark.parametrize("kwargs", [
+    {}, {"url": "https://x.test/a.pdf", "text": "t"}, {"url": "https://x.test/a.pdf", "data": "JVBERg=="},
+    {"url": "ftp://x.test/a.pdf"},
+])
+def test_a_document_has_exactly_one_source(kwargs):
+    with pytest.raises(LLMValidationError):
+        DocumentBlock(**kwargs)
+
+
+def test_openai_image_detail_is_kept():
+    block = parse_block({"type": "image_url", "image_url": {"url": "https://x.test/a.png", "detail": "low"}})
+    assert block == ImageBlock.from_url("https://x.test/a.png", detail="low")
+    data_url = "data:image/png;base64,iVBORw0KGgo="
+    assert parse_block({"type": "image_url", "image_url": {"url": data_url, "detail": "high"}}).detail == "high"
+    assert parse_block({"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}).detail is None
+    with pytest.raises(LLMValidationError):
+        ImageBlock.from_url("https://x.test/a.png", detail="medium")

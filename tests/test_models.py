@@ -202,3 +202,45 @@ def test_stop_reason_values():
 def test_role_given_twice_is_an_error_not_a_silent_override():
     with pytest.raises(LLMValidationError, match="both positionally and by keyword"):
         Message("user", "hi", role="assistant")
+
+
+# --- which blocks each role may hold (checked at construction, both kinds) ---------
+
+
+def _wrong_role_cases():
+    from llm_sync import ImageBlock, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
+    image = ImageBlock.from_url("https://example.test/x.png")
+    return [
+        ("user", [TextBlock("hi"), ToolUseBlock("t1", "f", {})], "a user turn cannot hold a tool_use block"),
+        ("user", [ThinkingBlock("x", "sig"), TextBlock("hi")], "a user turn cannot hold a thinking block"),
+        ("assistant", [ToolResultBlock("t1", "x")], "an assistant turn cannot hold a tool_result block"),
+        ("assistant", [image], "an assistant turn cannot hold an image block"),
+        ("tool", "just text", "a tool turn holds tool_result blocks only"),
+        ("tool", [ToolResultBlock("t1", "x"), TextBlock("extra")], "a tool turn cannot hold a text block"),
+        ("system", [image], "a system turn cannot hold an image block"),
+        ("system", [{"type": "tool_result", "tool_use_id": "t1", "content": "x"}],
+         "a system turn cannot hold a tool_result block"),
+    ]
+
+
+@pytest.mark.parametrize("role, content, words", _wrong_role_cases())
+def test_a_block_the_role_cannot_hold_is_refused_at_construction(role, content, words):
+    with pytest.raises(LLMValidationError) as info:
+        Message(role, content)
+    assert words in info.value.message
+
+
+def test_each_role_takes_its_blocks():
+    from llm_sync import DocumentBlock, ImageBlock, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
+    Message("user", [TextBlock("a"), ImageBlock.from_url("https://example.test/x.png"),
+                     DocumentBlock.from_text("doc"), ToolResultBlock("t1", "x")])
+    Message("assistant", [ThinkingBlock("x", "sig"), TextBlock("a"), ToolUseBlock("t1", "f", {})])
+    Message("tool", [ToolResultBlock("t1", "x"), ToolResultBlock("t2", "y")])
+    Message("system", [TextBlock("rules")])
+    Message.tool_result("t1", "sunny")
+
+
+def test_a_dict_message_with_a_wrong_block_names_its_index():
+    with pytest.raises(LLMValidationError, match=r"messages\[1\].*a user turn cannot hold a tool_use block"):
+        normalize_messages([{"role": "user", "content": "hi"},
+                            {"role": "user", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}])

@@ -163,8 +163,8 @@ def test_empty_text_block_of_a_streamed_answer_is_not_sent_back():
 
 
 def test_a_tool_message_without_a_tool_result_is_refused():
-    with pytest.raises(LLMValidationError, match="tool_result"):
-        body_of(messages=[Message("user", "x"), Message(MessageRole.TOOL, "loose text")])
+    with pytest.raises(LLMValidationError, match="tool_result"):  # at construction, before any wire
+        Message(MessageRole.TOOL, "loose text")
 
 
 # --- request: system ------------------------------------------------------------

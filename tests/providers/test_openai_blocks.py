@@ -191,13 +191,11 @@ def test_a_user_turn_mixing_results_and_text_is_tool_messages_then_a_user_messag
     ]
 
 
+# A block in the wrong role (a tool_use in a user turn, text in a tool turn)
+# is refused at Message construction: tests/test_models.py.
 @pytest.mark.parametrize("messages, words", [
-    ([Message("user", [ToolUseBlock("c", "t", {})])], "messages[0]: a user turn cannot hold a tool_use block"),
-    ([Message("user", "Hi"), Message("tool", "just text")], "messages[1]: a tool message needs a tool result"),
     ([Message("user", [ToolResultBlock("c", [ImageBlock.from_url("https://example.test/x.png")])])],
      "a tool result holds text only"),
-    ([Message("user", "Hi"), Message("assistant", [ImageBlock.from_url("https://example.test/x.png")])],
-     "an assistant turn cannot hold a image block"),
 ])
 def test_blocks_the_wire_cannot_carry_are_validation_errors(messages, words):
     with pytest.raises(LLMValidationError) as info:
