@@ -27,6 +27,7 @@ endpoint and keeps no per-call state; per-call state lives in the call's
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 from typing import Any, Callable, Optional, TypeVar, Union, cast
@@ -45,6 +46,7 @@ from .errors import (
 from .keys import PooledKey
 from .models import LLMResponse
 from .pool import KeyPool, Lease
+from .prompt_cache import CacheCost, PromptCacheTracker, breakpoints, discounted, scope_key
 from .providers.base import COUNT_UNSUPPORTED, LLMRequest, Provider
 from .ratelimit.limiter import Cost, ProviderLimiter, Reservation
 from .streaming import Stream
@@ -78,15 +80,24 @@ class Sends:
     key for each re-send. The sole owner that ends them: each is settled,
     refunded or released exactly once, here."""
 
-    __slots__ = ("_pipeline", "_key", "_context", "_first", "current")
+    __slots__ = ("_pipeline", "_key", "_context", "_first", "current", "_costs")
 
     def __init__(self, pipeline: "Pipeline", key: PooledKey, context: CallContext,
-                 first: Reservation) -> None:
+                 first: Reservation, first_cost: Optional[Cost] = None) -> None:
         self._pipeline = pipeline
         self._key = key
         self._context = context
         self._first: Optional[Reservation] = first
         self.current: Optional[Reservation] = None
+        # What each send was charged for: a prompt-cache discount is
+        # recorded and calibrated at settle time (at most one per send).
+        self._costs: list[tuple[Reservation, Cost]] = [] if first_cost is None else [(first, first_cost)]
+
+    def _cost_of(self, reservation: Reservation) -> Optional[Cost]:
+        for held, cost in self._costs:
+            if held is reservation:
+                return cost
+        return None
 
     def take(self, request: LLMRequest) -> Reservation:
         """The reservation for the send about to happen. A re-send on a
@@ -110,10 +121,12 @@ class Sends:
                 self.current = limiter.reserve(cost, limiter.clock(), only=scope)
             except LLMRateLimitError as error:
                 raise Requeue(None, error.retry_after) from None
+            self._costs.append((self.current, cost))
             return self.current
         budget = self._context.budget
         deadline = budget.wait_deadline() if budget is not None else None
         self.current = limiter.reserve(cost, deadline, only=scope)
+        self._costs.append((self.current, cost))
         return self.current
 
     def settle(self, reservation: Reservation, response: LLMResponse) -> None:
@@ -129,6 +142,14 @@ class Sends:
             # calibrate it against the whole prompt, not against the charge.
             prompt = counted if self._pipeline.provider.cache_reads_in_input \
                 else counted + (usage.cache_read_input_tokens or 0)
+            cost = self._cost_of(reservation)
+            if isinstance(cost, CacheCost):
+                tracker = self._pipeline.prompt_cache
+                if tracker is not None and (usage.cache_creation_input_tokens or usage.cache_read_input_tokens):
+                    tracker.record(cost.scope, cost.marks)
+                # A discounted estimate covered only the part not cached:
+                # calibrate it against that share of the whole prompt.
+                prompt = max(1, round(prompt * cost.share))
             limiter.settle(reservation, counted, usage.output_tokens, response.headers, prompt_tokens=prompt)
         else:  # a server that reports no usage (many compatible servers' streams): keep the estimate
             limiter.release(reservation, response.headers)
@@ -211,6 +232,10 @@ class Pipeline:
         self.max_retries = max_retries
         self.retry_budget = retry_budget
         self.native_counting = native_counting and provider.count_request(_PROBE) is not None
+        # Cache-aware estimates where cache reads are not input (Anthropic):
+        # see llm_sync.prompt_cache. Tests may replace it (a fake clock).
+        self.prompt_cache: Optional[PromptCacheTracker] = \
+            None if provider.cache_reads_in_input else PromptCacheTracker()
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.provider.endpoint}>"
@@ -245,8 +270,27 @@ class Pipeline:
         seconds = self.retry_budget if isinstance(options.retry_budget, Unset) else options.retry_budget
         return CallBudget(retries, self.deadline(options), None if seconds is None else time.monotonic() + seconds)
 
-    def cost_estimate(self, request: LLMRequest) -> Cost:
-        return Cost(estimate_tokens(request.messages, request.system, request.tools), request.max_tokens)
+    def cost_estimate(self, request: LLMRequest, prompt_tokens: Optional[int] = None) -> Cost:
+        """What a send charges: the input estimate (``prompt_tokens``, the
+        provider's own count, when given) and ``max_tokens`` of output.
+        Where the provider does not count cache reads as input, a request
+        whose longest ``cache_control`` prefix was recently cached on its
+        scope is charged only for the rest (plus a small allowance): a
+        :class:`~llm_sync.prompt_cache.CacheCost`."""
+        total = estimate_tokens(request.messages, request.system, request.tools)
+        base = total if prompt_tokens is None else prompt_tokens
+        tracker = self.prompt_cache
+        if tracker is None:
+            return Cost(base, request.max_tokens)
+        marks = breakpoints(request.messages, request.system, request.tools)
+        if not marks:
+            return Cost(base, request.max_tokens)
+        scope = scope_key(self.provider.endpoint, request.model)
+        cached = tracker.cached_tokens(scope, marks)
+        charged = base
+        if cached and total > 0:
+            charged = max(1, min(base, math.ceil(base * discounted(total, cached) / total)))
+        return CacheCost(charged, request.max_tokens, base, scope, marks)
 
     def _cost(self, request: LLMRequest, deadline: Optional[float]) -> Cost:
         """What the first reservation charges: the input estimate (or the
@@ -254,7 +298,7 @@ class Pipeline:
         ``max_tokens`` of output."""
         if self.native_counting:
             try:
-                return Cost(self._native_count(request, deadline), request.max_tokens)
+                return self.cost_estimate(request, self._native_count(request, deadline))
             except LLMError:
                 pass
         return self.cost_estimate(request)
@@ -267,7 +311,7 @@ class Pipeline:
         while True:
             reservation, lease = self._reserve_and_lease(cost, wait_until)
             try:
-                return self._pass(request, lease, reservation, budget, terminal)
+                return self._pass(request, lease, reservation, budget, terminal, cost)
             except Requeue:
                 wait_until = budget.wait_deadline()  # a re-send waits within the retry budget
 
@@ -294,12 +338,12 @@ class Pipeline:
         return reservation, lease
 
     def _pass(self, request: LLMRequest, lease: Lease, reservation: Reservation, budget: CallBudget,
-              terminal: Terminal[_T]) -> _T:
+              terminal: Terminal[_T], cost: Optional[Cost] = None) -> _T:
         """One trip through the leased key's chain."""
         key = lease.key
         context = CallContext(endpoint=self.provider.endpoint, client_id=key.client_id, model=request.model,
                               stream=request.stream, budget=budget, pooled=True)
-        sends = Sends(self, key, context, reservation)
+        sends = Sends(self, key, context, reservation, cost)
         try:
             result = key.middleware_chain.run(request, context,
                                               lambda req: cast(Result, terminal(lease, sends, req, context)))

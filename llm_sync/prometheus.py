@@ -22,6 +22,14 @@ Families (prefix ``llm_sync_``), labelled by ``provider`` and, per key,
 ``available_clients``          gauge      free leases
 ``total_clients``              gauge      pool size
 =============================  =========  ==================================
+
+Per model (labels ``provider`` and ``model``, the model the request named,
+summed over the provider's keys; from ``get_metrics()["per_model"]``):
+``model_requests_total`` (``outcome``), ``model_request_latency_seconds``,
+``model_tokens_total`` (``direction``), ``model_rate_limited_total`` and
+``model_errors_total`` (``error_type``). They are families of their own, so
+the per-key series keep their labels and a sum over either family never
+counts a call twice.
 """
 
 from __future__ import annotations
@@ -90,8 +98,35 @@ def _families(providers: Mapping[str, ProviderMetrics]) -> list[_Family]:
         "total_clients": _Family(f"{PREFIX}total_clients", "gauge",
                                  "Pool size: the most calls in flight at once.", ("provider",)),
     }
+    model_labels = ("provider", "model")
+    m_requests = _Family(f"{PREFIX}model_requests_total", "counter",
+                         "LLM calls finished per model, by outcome (a retried call counts once).",
+                         model_labels + ("outcome",))
+    m_latency = _Family(f"{PREFIX}model_request_latency_seconds", "histogram",
+                        "Latency of successful LLM calls per model.", model_labels)
+    m_tokens = _Family(f"{PREFIX}model_tokens_total", "counter",
+                       "Tokens the provider reported per model, by direction.", model_labels + ("direction",))
+    m_limited = _Family(f"{PREFIX}model_rate_limited_total", "counter",
+                        "LLM calls per model that failed with HTTP 429.", model_labels)
+    m_errors = _Family(f"{PREFIX}model_errors_total", "counter",
+                       "Failed LLM calls per model by error class.", model_labels + ("error_type",))
     for provider_name, pm in providers.items():
         provider = str(provider_name)
+        for model_name, fig in _per_model(pm.metrics).items():
+            key = (provider, model_name)
+            m_requests.series += [
+                (key + ("success",), fig.get("successful_requests", 0)),
+                (key + ("failure",), fig.get("failed_requests", 0)),
+                (key + ("cancelled",), fig.get("cancelled_requests", 0)),
+            ]
+            m_latency.series.append((key, _histogram(fig)))
+            m_tokens.series += [
+                (key + ("input",), fig.get("input_tokens", 0)),
+                (key + ("output",), fig.get("output_tokens", 0)),
+            ]
+            m_limited.series.append((key, fig.get("rate_limited", 0)))
+            for error_type, count in sorted((fig.get("errors") or {}).items()):
+                m_errors.series.append((key + (str(error_type),), count))
         for client_name, m in pm.metrics.items():
             key = (provider, str(client_name))
             requests.series += [
@@ -109,7 +144,27 @@ def _families(providers: Mapping[str, ProviderMetrics]) -> list[_Family]:
                 errors.series.append((key + (str(error_type),), count))
         for figure, family in gauges.items():
             family.series.append(((provider,), pm.status.get(figure) or 0))
-    return [requests, latency, tokens, limited, errors, *gauges.values()]
+    return [requests, latency, tokens, limited, errors, *gauges.values(),
+            m_requests, m_latency, m_tokens, m_limited, m_errors]
+
+
+_SUMMED = ("successful_requests", "failed_requests", "cancelled_requests", "input_tokens", "output_tokens",
+           "rate_limited", "latency_sum_seconds", "latency_count")
+
+
+def _per_model(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each model's figures summed over the keys' ``per_model`` dicts."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in metrics.values():
+        for model_name, figures in (m.get("per_model") or {}).items():
+            total = out.setdefault(str(model_name), {"errors": {}, "latency_histogram": {}})
+            for name in _SUMMED:
+                total[name] = total.get(name, 0) + figures.get(name, 0)
+            for error_type, count in (figures.get("errors") or {}).items():
+                total["errors"][error_type] = total["errors"].get(error_type, 0) + count
+            for bound, count in (figures.get("latency_histogram") or {}).items():
+                total["latency_histogram"][bound] = total["latency_histogram"].get(bound, 0) + count
+    return dict(sorted(out.items()))
 
 
 def _histogram(m: Mapping[str, Any]) -> _Histogram:

@@ -28,6 +28,12 @@ FAMILIES = {
     "llm_sync_in_flight": "gauge",
     "llm_sync_available_clients": "gauge",
     "llm_sync_total_clients": "gauge",
+    # issue 10.4: per-model families (provider, model labels)
+    "llm_sync_model_requests": "counter",
+    "llm_sync_model_request_latency_seconds": "histogram",
+    "llm_sync_model_tokens": "counter",
+    "llm_sync_model_rate_limited": "counter",
+    "llm_sync_model_errors": "counter",
 }
 
 
@@ -241,3 +247,44 @@ def test_make_collector_without_prometheus_client_raises_llm_error(monkeypatch: 
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import now raises ImportError
     with pytest.raises(LLMError, match="pip install prometheus_client"):
         make_collector(dict)
+
+
+# --- per model (issue 10.4) -------------------------------------------------------
+def test_model_label_sums_over_keys_and_keeps_per_key_series():
+    def ok(request: LLMRequest) -> LLMResponse:
+        return LLMResponse(content="ok", usage=Usage(input_tokens=5, output_tokens=7))
+
+    per_key = {}
+    for client_id in ("a-0", "a-1"):
+        mw = MetricsMiddleware()
+        for model in ("opus", "haiku", "haiku"):
+            mw.handle(LLMRequest(messages=[Message("user", "hi")], model=model),
+                      {"client_id": client_id, "model": model}, ok)
+        mw.process_error(LLMRateLimitError("slow", status_code=429), {"client_id": client_id, "model": "opus"})
+        per_key[client_id] = mw.get_metrics()
+        assert per_key[client_id]["per_model"]["haiku"]["successful_requests"] == 2
+        assert per_key[client_id]["per_model"]["opus"]["errors"] == {"LLMRateLimitError": 1}
+    values, _ = samples(render_metrics_text({"a": ProviderMetrics(per_key, {})}))
+    opus, haiku = lab(provider="a", model="opus", outcome="success"), lab(provider="a", model="haiku", outcome="success")
+    assert values[("llm_sync_model_requests_total", opus)] == 2
+    assert values[("llm_sync_model_requests_total", haiku)] == 4
+    assert values[("llm_sync_model_requests_total", lab(provider="a", model="opus", outcome="failure"))] == 2
+    assert values[("llm_sync_model_tokens_total", lab(provider="a", model="haiku", direction="output"))] == 28
+    assert values[("llm_sync_model_request_latency_seconds_count", lab(provider="a", model="haiku"))] == 4
+    assert values[("llm_sync_model_request_latency_seconds_bucket", lab(provider="a", model="opus", le="+Inf"))] == 2
+    assert values[("llm_sync_model_rate_limited_total", lab(provider="a", model="opus"))] == 2
+    assert values[("llm_sync_model_errors_total",
+                   lab(provider="a", model="opus", error_type="LLMRateLimitError"))] == 2
+    # the per-key series are unchanged
+    assert values[("llm_sync_requests_total", lab(provider="a", client_id="a-0", outcome="success"))] == 3
+
+
+def test_models_beyond_the_cap_count_as_other(monkeypatch: pytest.MonkeyPatch):
+    import llm_sync.middleware.metrics as metrics_module
+
+    monkeypatch.setattr(metrics_module, "MAX_MODELS", 2)
+    mw = MetricsMiddleware()
+    for model in ("a", "b", "c", "d"):
+        mw.process_error(LLMTimeoutError("late"), {"client_id": "x", "model": model})
+    assert set(mw.get_metrics()["per_model"]) == {"a", "b", "other"}
+    assert mw.get_metrics()["per_model"]["other"]["failed_requests"] == 2

@@ -24,6 +24,11 @@ so it is always an observed latency. For latencies 1..100 ms, p50 = 50,
 p95 = 95, p99 = 99. The histogram counts every successful call in the fixed
 :data:`LATENCY_BUCKETS` (seconds, upper bounds inclusive as in Prometheus).
 
+Per model: ``per_model`` (the model the request named, from the call's
+context; else the response's) holds each model's counts, tokens, latency
+sum and histogram, 429s and errors. At most :data:`MAX_MODELS` names are
+kept apart; calls for further names are counted under ``"other"``.
+
 Placement: outside RetryMiddleware, so a retried call counts once.
 
 Threading contract: one instance serves every thread calling through its
@@ -31,7 +36,8 @@ key (or, if one instance is added to several chains, every key). All state
 is guarded by one lock, held only for O(1) bookkeeping when a call ends and
 for a copy in :meth:`get_metrics`; sorting for percentiles happens outside
 it. Memory is bounded: the reservoir holds at most ``reservoir_size``
-floats, the other state is counters keyed by client id and error class.
+floats, the other state is counters keyed by client id, model (at most
+:data:`MAX_MODELS`) and error class.
 An injected ``clock`` must be on ``time.monotonic``'s timeline when the
 middleware runs inside a client (the client stamps ``started``); other
 clocks are for tests that drive the middleware directly.
@@ -65,6 +71,9 @@ __all__ = [
 LATENCY_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, math.inf)
 DEFAULT_RESERVOIR_SIZE = 2048
 UNKNOWN_CLIENT = "unknown"
+UNKNOWN_MODEL = "unknown"
+MAX_MODELS = 256
+OTHER_MODELS = "other"
 
 
 def percentile(sorted_values: list[float], pct: float) -> float:
@@ -98,6 +107,53 @@ class _KeyCounts:
 
 
 @dataclass
+class _ModelCounts:
+    """One model's figures (a latency histogram, no reservoir)."""
+
+    successful: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    rate_limited: int = 0
+    latency_sum_ms: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
+
+    def copy(self) -> "_ModelCounts":
+        return _ModelCounts(self.successful, self.failed, self.cancelled, self.rate_limited, self.latency_sum_ms,
+                            self.input_tokens, self.output_tokens, dict(self.errors), list(self.buckets))
+
+    def add(self, other: "_ModelCounts") -> None:
+        self.successful += other.successful
+        self.failed += other.failed
+        self.cancelled += other.cancelled
+        self.rate_limited += other.rate_limited
+        self.latency_sum_ms += other.latency_sum_ms
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        for name, count in other.errors.items():
+            self.errors[name] = self.errors.get(name, 0) + count
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "total_requests": self.successful + self.failed + self.cancelled,
+            "successful_requests": self.successful,
+            "failed_requests": self.failed,
+            "cancelled_requests": self.cancelled,
+            "avg_latency": self.latency_sum_ms / self.successful if self.successful else 0.0,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "rate_limited": self.rate_limited,
+            "errors": dict(sorted(self.errors.items())),
+            "latency_histogram": dict(zip(LATENCY_BUCKETS, self.buckets)),
+            "latency_sum_seconds": self.latency_sum_ms / 1000.0,
+            "latency_count": self.successful,
+        }
+
+
+@dataclass
 class _State:
     """Everything one instance has recorded; also a detached copy of it."""
 
@@ -110,6 +166,7 @@ class _State:
     rate_limited: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     per_key: dict[str, _KeyCounts] = field(default_factory=dict)
+    per_model: dict[str, _ModelCounts] = field(default_factory=dict)
     buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
     reservoir: list[float] = field(default_factory=list)  # only in copies
 
@@ -144,6 +201,7 @@ class MetricsMiddleware(Middleware):
         else:  # process_request never ran for this call
             latency_ms = max(0.0, float(response.latency_ms))
         client_id = _client_id(context, response.client_id)
+        model_name = _model(context, response.model)
         bucket = bisect.bisect_left(LATENCY_BUCKETS, latency_ms / 1000.0)
         with self._lock:
             s = self._state
@@ -154,6 +212,12 @@ class MetricsMiddleware(Middleware):
             s.buckets[bucket] += 1
             self._reservoir.append(latency_ms)
             self._key(client_id).successful += 1
+            model = self._model(model_name)
+            model.successful += 1
+            model.latency_sum_ms += latency_ms
+            model.input_tokens += response.usage.input_tokens
+            model.output_tokens += response.usage.output_tokens
+            model.buckets[bucket] += 1
         return response
 
     def process_error(self, error: LLMError, context: Context) -> None:
@@ -167,8 +231,10 @@ class MetricsMiddleware(Middleware):
             raise  # already counted by process_error
         except Requeue as requeue:  # an attempt the pipeline sends on: the call ends elsewhere
             if getattr(requeue.cause, "status_code", None) == 429:
+                model_name = _model(context, None)
                 with self._lock:
                     self._state.rate_limited += 1
+                    self._model(model_name).rate_limited += 1
             raise
         except Exception as exc:  # a bug below us still ends the call
             self._record_error(exc, context)
@@ -192,10 +258,12 @@ class MetricsMiddleware(Middleware):
     # --- internals ---------------------------------------------------------
     def _record_error(self, error: BaseException, context: Context) -> None:
         client_id = _client_id(context, None)
+        model_name = _model(context, None)
         if getattr(error, "cancelled", False):
             with self._lock:
                 self._state.cancelled += 1
                 self._key(client_id).cancelled += 1
+                self._model(model_name).cancelled += 1
             return
         name = type(error).__name__
         limited = getattr(error, "status_code", None) == 429
@@ -206,6 +274,23 @@ class MetricsMiddleware(Middleware):
             s.failed += 1
             s.errors[name] = s.errors.get(name, 0) + 1
             self._key(client_id).failed += 1
+            model = self._model(model_name)
+            if limited:
+                model.rate_limited += 1
+            model.failed += 1
+            model.errors[name] = model.errors.get(name, 0) + 1
+
+    def _model(self, name: str) -> _ModelCounts:
+        """The figures for model ``name``; call with the lock held."""
+        models = self._state.per_model
+        counts = models.get(name)
+        if counts is None:
+            if len(models) >= MAX_MODELS:
+                name = OTHER_MODELS
+                counts = models.get(name)
+            if counts is None:
+                counts = models[name] = _ModelCounts()
+        return counts
 
     def _key(self, client_id: str) -> _KeyCounts:
         """The counts for ``client_id``; call with the lock held."""
@@ -227,6 +312,7 @@ class MetricsMiddleware(Middleware):
                 rate_limited=s.rate_limited,
                 errors=dict(s.errors),
                 per_key={k: _KeyCounts(v.successful, v.failed, v.cancelled) for k, v in s.per_key.items()},
+                per_model={k: v.copy() for k, v in s.per_model.items()},
                 buckets=list(s.buckets),
                 reservoir=list(self._reservoir),
             )
@@ -234,6 +320,10 @@ class MetricsMiddleware(Middleware):
 
 def _client_id(context: Context, fallback: Optional[str]) -> str:
     return str(context.get("client_id") or fallback or UNKNOWN_CLIENT)
+
+
+def _model(context: Context, fallback: Optional[str]) -> str:
+    return str(context.get("model") or fallback or UNKNOWN_MODEL)
 
 
 def merge_metrics(metrics: Iterable[MetricsMiddleware]) -> dict[str, Any]:
@@ -263,7 +353,11 @@ def _summarise(snapshots: list[_State]) -> dict[str, Any]:
     ``input_tokens``, ``output_tokens``, ``rate_limited`` (429s),
     ``errors`` (error class name → count), ``per_key`` (client id →
     ``total_requests``, ``successful_requests``, ``failed_requests``,
-    ``cancelled_requests``), ``latency_histogram`` (upper bound in seconds
+    ``cancelled_requests``), ``per_model`` (model → ``total_requests``,
+    ``successful_requests``, ``failed_requests``, ``cancelled_requests``,
+    ``avg_latency``, ``input_tokens``, ``output_tokens``, ``rate_limited``,
+    ``errors``, ``latency_histogram``, ``latency_sum_seconds``,
+    ``latency_count``), ``latency_histogram`` (upper bound in seconds
     → count of calls in that bucket alone, not cumulative; ordered as
     :data:`LATENCY_BUCKETS`), ``latency_sum_seconds`` and ``latency_count``.
     """
@@ -281,6 +375,8 @@ def _summarise(snapshots: list[_State]) -> dict[str, Any]:
             total.errors[name] = total.errors.get(name, 0) + count
         for client_id, counts in snap.per_key.items():
             total.per_key.setdefault(client_id, _KeyCounts()).add(counts)
+        for model_name, figures in snap.per_model.items():
+            total.per_model.setdefault(model_name, _ModelCounts()).add(figures)
         total.buckets = [a + b for a, b in zip(total.buckets, snap.buckets)]
         samples.extend(snap.reservoir)
     samples.sort()
@@ -300,6 +396,7 @@ def _summarise(snapshots: list[_State]) -> dict[str, Any]:
         "rate_limited": total.rate_limited,
         "errors": dict(sorted(total.errors.items())),
         "per_key": {k: v.as_dict() for k, v in sorted(total.per_key.items())},
+        "per_model": {k: v.as_dict() for k, v in sorted(total.per_model.items())},
         "latency_histogram": dict(zip(LATENCY_BUCKETS, total.buckets)),
         "latency_sum_seconds": total.latency_sum_ms / 1000.0,
         "latency_count": total.successful,
