@@ -246,7 +246,8 @@ class Pipeline:
         return CallBudget(retries, self.deadline(options), None if seconds is None else time.monotonic() + seconds)
 
     def cost_estimate(self, request: LLMRequest) -> Cost:
-        return Cost(estimate_tokens(request.messages, request.system, request.tools), request.max_tokens)
+        return Cost(estimate_tokens(request.messages, request.system, request.tools), request.max_tokens,
+                    request.model)
 
     def _cost(self, request: LLMRequest, deadline: Optional[float]) -> Cost:
         """What the first reservation charges: the input estimate (or the
@@ -254,7 +255,7 @@ class Pipeline:
         ``max_tokens`` of output."""
         if self.native_counting:
             try:
-                return Cost(self._native_count(request, deadline), request.max_tokens)
+                return Cost(self._native_count(request, deadline), request.max_tokens, request.model)
             except LLMError:
                 pass
         return self.cost_estimate(request)
