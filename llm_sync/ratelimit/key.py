@@ -69,9 +69,10 @@ class Scope:
     """One scope's local bookkeeping (shared by every key of a group).
     Only touched under the owning ProviderLimiter's lock."""
 
-    def __init__(self, scope: str, model_class: str, config: Optional[RateLimitConfig], *,
+    def __init__(self, owner: str, model_class: str, config: Optional[RateLimitConfig], *,
                  refunds_output: bool) -> None:
-        self.id = scope
+        self.id = scope_id(owner, model_class)
+        self.owner = owner
         self.model_class = model_class
         self.refunds_output = refunds_output
         self.configured = config_limits(config)

@@ -178,7 +178,7 @@ class ProviderLimiter:
         sid = scope_id(key.owner, model_class)
         scope = self._scopes.get(sid)
         if scope is None:
-            scope = self._scopes[sid] = Scope(sid, model_class, config, refunds_output=self.refunds_output)
+            scope = self._scopes[sid] = Scope(key.owner, model_class, config, refunds_output=self.refunds_output)
         return scope
 
     def _declare(self, scope: Scope) -> None:
@@ -521,7 +521,7 @@ class ProviderLimiter:
         every scope of the key (its group's, for a grouped key) in use."""
         with self._cond:
             scopes = [scope for scope in self._scopes.values()
-                      if scope.declared and scope.id.split("|", 1)[0] == key.owner]
+                      if scope.declared and scope.owner == key.owner]
         snapshots = [(scope, self.backend.snapshot(scope.id)) for scope in scopes]
         wall_now = self.wall_clock()
         with self._cond:
