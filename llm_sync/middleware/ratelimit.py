@@ -3,11 +3,12 @@
 Admission and accounting are the pipeline's: it reserves capacity before
 every send and settles it after, whatever the chain holds. This
 middleware is the policy on top: a rate-limit 429 pauses the key's scope
-for the request's model (the key, or its whole group, for that model
-class; other models go on) (for the server's ``retry-after``, else ``DEFAULT_PAUSE_SECONDS``; never
-longer than the endpoint's ``max_pause``, after which the key is probed
-again), so the calls waiting in line go to other keys meanwhile. Without it, a 429 is
-still refunded and requeued, but the key is not rested.
+for the request's model (that model class on the key, or on its whole
+group; other models go on) for the server's ``retry-after``, else
+``DEFAULT_PAUSE_SECONDS``; never longer than the endpoint's ``max_pause``,
+after which the scope is probed again. So the calls waiting in line go
+to other keys meanwhile. Without it, a 429 is still refunded and
+requeued, but the scope is not rested.
 """
 
 from __future__ import annotations

@@ -37,7 +37,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from fnmatch import fnmatchcase
 import threading
 import time
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
@@ -48,11 +47,11 @@ from ..errors import LLMClosedError, LLMRateLimitError, LLMValidationError
 from ..tokens import plausible_count
 from .backends import MemoryBackend, RateLimitBackend
 from .headers import parse_rate_limit_headers
-from .key import PROBE_IN_FLIGHT, TRANSIT_MARGIN, Cost, KeyLimiter, Reservation, Scope, scope_id
+from .key import PROBE_IN_FLIGHT, TRANSIT_MARGIN, Cost, KeyLimiter, Reservation, Scope
+from .scopes import Scopes
 from .state import NO_WAIT, Observation, Quote
 
-__all__ = ["Cost", "Reservation", "KeyLimiter", "Scope", "ProviderLimiter", "PROBE_IN_FLIGHT", "TRANSIT_MARGIN",
-           "class_name"]
+__all__ = ["Cost", "Reservation", "KeyLimiter", "Scope", "ProviderLimiter", "PROBE_IN_FLIGHT", "TRANSIT_MARGIN"]
 
 logger = logging.getLogger("llm_sync.ratelimit")
 
@@ -74,11 +73,6 @@ class _Plan(NamedTuple):
 # The status figures of one scope that are None while it has no buckets.
 _FIGURES = ("requests_remaining", "input_tokens_remaining", "output_tokens_remaining", "tokens_remaining",
             "reset_at", "burst_capacity", "paused_for", "calibration")
-
-
-def class_name(entry: RateLimitConfig) -> str:
-    """A model class's name: its patterns, comma-separated."""
-    return ",".join(entry.models or ())
 
 
 def _hint(wait: float) -> Optional[float]:
@@ -107,17 +101,14 @@ class ProviderLimiter:
         self.clock = clock
         self.wall_clock = wall_clock
         self.backend = backend if backend is not None else MemoryBackend(clock)
-        self.refunds_output = refunds_output
-        self.model_classes = [entry for entry in model_classes if entry.models]
-        self.default_model = default_model
+        self.scopes = Scopes(model_classes, default_model, refunds_output=refunds_output)
         self._cond = threading.Condition(threading.Lock())
-        self._scopes: dict[str, Scope] = {}
         self.keys = []
         for i, (cid, cfg) in enumerate(keys):
             group = groups[i] if i < len(groups) else None
             owner = f"{name or 'group'}:{group}" if group else cid
             key = KeyLimiter(i, cid, cfg, refunds_output=refunds_output, owner=owner)
-            key.home = self._resolve(key, default_model)
+            key.home = self.scopes.resolve(key, default_model)
             self.keys.append(key)
         for key in self.keys:
             self._declare(key.home)
@@ -158,29 +149,11 @@ class ProviderLimiter:
         self._cond = threading.Condition(threading.Lock())
         self._line.clear()
         self._pinned = 0
-        for scope in self._scopes.values():
+        for scope in self.scopes:
             scope.forget_calls()
         self.backend.after_fork()
 
     # --- scopes ---------------------------------------------------------
-    def model_class(self, key: KeyLimiter, model: str) -> tuple[str, Optional[RateLimitConfig]]:
-        """``model``'s class and its limits on ``key``: the first class whose
-        patterns match, else the model itself with the key's limits."""
-        for entry in self.model_classes:
-            if any(fnmatchcase(model, pattern) for pattern in entry.models or ()):
-                return class_name(entry), entry
-        return model, key.config
-
-    def _resolve(self, key: KeyLimiter, model: Optional[str]) -> Scope:
-        """``key``'s scope for ``model`` (None or empty: the default model),
-        made on first use. Under the lock (or before the limiter is shared)."""
-        model_class, config = self.model_class(key, model or self.default_model)
-        sid = scope_id(key.owner, model_class)
-        scope = self._scopes.get(sid)
-        if scope is None:
-            scope = self._scopes[sid] = Scope(key.owner, model_class, config, refunds_output=self.refunds_output)
-        return scope
-
     def _declare(self, scope: Scope) -> None:
         """Create a scope's buckets in the backend once. Without the lock;
         declaring twice (two threads at once) is harmless."""
@@ -192,7 +165,7 @@ class ProviderLimiter:
         """``key``'s scope for ``model`` (default: the default model's),
         declared in the backend."""
         with self._cond:
-            scope = self._resolve(key, model)
+            scope = self.scopes.resolve(key, model)
         self._declare(scope)
         return scope
 
@@ -242,7 +215,7 @@ class ProviderLimiter:
                 self._check_open()
                 now, version = self.clock(), self._version
                 first = ticket is None or self._line[0] == ticket
-                scopes = [self._resolve(key, cost.model) for key in candidates]
+                scopes = [self.scopes.resolve(key, cost.model) for key in candidates]
                 plans = [_Plan(key, scope, key.amounts(cost), scope.probe_full, scope.in_flight, key.last_chosen)
                          for key, scope in zip(candidates, scopes)]
             # Without the lock: the backend may do I/O.
@@ -520,8 +493,7 @@ class ProviderLimiter:
         plus ``models``: model class (or model) → that scope's figures, for
         every scope of the key (its group's, for a grouped key) in use."""
         with self._cond:
-            scopes = [scope for scope in self._scopes.values()
-                      if scope.declared and scope.owner == key.owner]
+            scopes = [scope for scope in self.scopes if scope.declared and scope.owner == key.owner]
         snapshots = [(scope, self.backend.snapshot(scope.id)) for scope in scopes]
         wall_now = self.wall_clock()
         with self._cond:
@@ -529,7 +501,7 @@ class ProviderLimiter:
             for scope, snapshot in snapshots:
                 figures = key.status(snapshot, wall_now)
                 if figures is not None:
-                    models[scope.model_class or self.default_model] = figures
+                    models[self.scopes.label(scope)] = figures
             home_snapshot = next((snapshot for scope, snapshot in snapshots if scope is key.home), None)
             home = key.status(home_snapshot, wall_now) if home_snapshot is not None else None
         if home is None and not models:

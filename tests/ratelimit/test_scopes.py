@@ -3,6 +3,7 @@ and per-scope admission, probing and pauses (fake clock)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -166,3 +167,24 @@ def test_status_shows_each_model_class() -> None:
     assert set(status["models"]) == {"haiku", "opus-*"}
     assert status["models"]["opus-*"]["limits"] == {"requests_per_minute": 5}
     assert status["models"]["opus-*"]["requests_remaining"] == 4
+
+
+def test_what_one_key_of_a_group_learns_holds_for_the_whole_group() -> None:
+    clock = [0.0]
+    limiter = _limiter(clock, keys=[("anthropic-0", None), ("anthropic-1", None), ("anthropic-2", None)],
+                       groups=["g", "g", None], default_model="m")
+    k0, k1, k2 = limiter.keys
+    reservation = limiter.reserve(Cost(10, 10, "m"), deadline=clock[0], only=k0)
+    limiter.mark_sent(reservation)
+    reset = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1e9 + 60))
+    headers = {"anthropic-ratelimit-requests-limit": "60", "anthropic-ratelimit-requests-remaining": "0",
+               "anthropic-ratelimit-requests-reset": reset}
+    limiter.settle(reservation, 10, 10, headers)
+    assert k1.answered and not k2.answered  # the group's scope answered; k2's own did not
+    with pytest.raises(LLMRateLimitError):  # k0's empty bucket is k1's too
+        limiter.reserve(Cost(10, 10, "m"), deadline=clock[0] + 0.5, only=k1)
+    status = limiter.status(k1)
+    assert status is not None and status["limits"] == {"requests_per_minute": 60}
+    assert limiter.status(k2) is None  # nothing learned for the key outside the group
+    # Another model on the same group is a scope of its own: not held.
+    limiter.reserve(Cost(10, 10, "other"), deadline=clock[0], only=k1)
