@@ -32,8 +32,10 @@ from pydantic import (
     ConfigDict,
     Field,
     PositiveInt,
+    PrivateAttr,
     SecretStr,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -174,14 +176,29 @@ class TimeoutConfig(_Strict):
 
 
 class RateLimitConfig(_Strict):
-    """Per-minute limits of one key; ``None`` means not limited (or learned
-    from the provider's headers)."""
+    """Per-minute limits of one key (or group); ``None`` means not limited
+    (or learned from the provider's headers). With ``models`` (``fnmatch``
+    patterns) the entry is a model class: the models it matches share one
+    set of buckets with these limits, on every key or group."""
 
     requests_per_minute: Optional[PositiveInt] = None
     input_tokens_per_minute: Optional[PositiveInt] = None
     output_tokens_per_minute: Optional[PositiveInt] = None
     tokens_per_minute: Optional[PositiveInt] = None
     burst_seconds: Optional[FiniteSeconds] = None
+    models: Optional[list[Annotated[str, Field(min_length=1)]]] = Field(default=None, min_length=1)
+
+    def limits_equal(self, other: "RateLimitConfig") -> bool:
+        """The same limits (``models`` aside)."""
+        return self.model_dump(exclude={"models"}) == other.model_dump(exclude={"models"})
+
+
+class ApiKeyEntry(_Strict):
+    """The long form of an ``api_keys`` entry: ``{key: ..., group: acme}``.
+    Keys of one group share one set of buckets (one organisation's limit)."""
+
+    key: Annotated[SecretStr, BeforeValidator(_api_key)]
+    group: Optional[Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")]] = None
 
 
 class PoolConfig(_Strict):
@@ -207,6 +224,37 @@ class ProviderConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     pool: Optional[PoolConfig] = None
     token_counting: Literal["estimate", "native"] = "estimate"
+    # Each key's group (None: the key is its own scope), from ``api_keys``.
+    _groups: tuple[Optional[str], ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _key_groups(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> "ProviderConfig":
+        """``{key, group}`` entries of ``api_keys`` become plain keys; their
+        groups are kept beside them (see :meth:`key_group`)."""
+        groups: Optional[list[Optional[str]]] = None
+        if isinstance(data, Mapping) and isinstance(data.get("api_keys"), list):
+            keys: list[Any] = []
+            groups = []
+            for index, item in enumerate(data["api_keys"]):
+                if isinstance(item, Mapping):
+                    entry = _key_entry(index, item)
+                    keys.append(entry.key)
+                    groups.append(entry.group)
+                elif isinstance(item, str) and "," in item:
+                    parts = [part for part in re.split(r"[ \t]*,[ \t]*", item) if part]
+                    keys.extend(parts)
+                    groups.extend([None] * len(parts))
+                elif item != "":
+                    keys.append(item)
+                    groups.append(None)
+            data = {**data, "api_keys": keys}
+        model = handler(data)
+        assert isinstance(model, ProviderConfig)
+        if groups is not None and any(groups):
+            model._groups = tuple(groups)
+            model._check_groups()
+        return model
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -288,12 +336,18 @@ class ProviderConfig(_Strict):
 
     @model_validator(mode="after")
     def _limits_match_keys(self) -> "ProviderConfig":
-        n_limits, n_keys = len(self.rate_limits), len(self.api_keys)
+        n_limits, n_keys = len(self.key_limits), len(self.api_keys)
         if n_limits not in (0, 1, n_keys):
             raise ValueError(
-                f"rate_limits has {n_limits} entries but api_keys has {n_keys}: "
+                f"rate_limits has {n_limits} entries without models but api_keys has {n_keys}: "
                 "give one entry for every key, or a single entry for all"
             )
+        seen: set[str] = set()
+        for entry in self.model_classes:
+            for pattern in entry.models or ():
+                if pattern in seen:
+                    raise ValueError(f"rate_limits: the models pattern {pattern!r} is in two entries")
+                seen.add(pattern)
         if len({key.get_secret_value() for key in self.api_keys}) != n_keys:
             raise ValueError("api_keys contains the same key twice")
         return self
@@ -304,10 +358,58 @@ class ProviderConfig(_Strict):
             raise ValueError(f"base_url is required: kind {self.kind!r} has no default server")
         return self
 
+    def _check_groups(self) -> None:
+        """A group is one organisation's limit: per-key entries (one
+        ``rate_limits`` entry per key) must give every key of a group the
+        same limits, or the group's limit would be ambiguous."""
+        first: dict[str, int] = {}
+        for index, group in enumerate(self._groups):
+            if group is None:
+                continue
+            if group not in first:
+                first[group] = index
+                continue
+            mine, theirs = self.limits_for_key(index), self.limits_for_key(first[group])
+            if mine is not None and theirs is not None and not mine.limits_equal(theirs):
+                raise ValueError(
+                    f"rate_limits: keys #{first[group] + 1} and #{index + 1} are both in group {group!r} "
+                    "but have different limits; a group shares one limit, so give its keys the same entry"
+                )
+
+    @property
+    def key_limits(self) -> list[RateLimitConfig]:
+        """The ``rate_limits`` entries without ``models``: per key, or one for all."""
+        return [entry for entry in self.rate_limits if entry.models is None]
+
+    @property
+    def model_classes(self) -> list[RateLimitConfig]:
+        """The ``rate_limits`` entries with ``models``, in order (first match wins)."""
+        return [entry for entry in self.rate_limits if entry.models is not None]
+
     def limits_for_key(self, index: int) -> Optional[RateLimitConfig]:
-        if not self.rate_limits:
+        """Key ``index``'s limits for models no class matches."""
+        limits = self.key_limits
+        if not limits:
             return None
-        return self.rate_limits[index if len(self.rate_limits) > 1 else 0]
+        return limits[index if len(limits) > 1 else 0]
+
+    def key_group(self, index: int) -> Optional[str]:
+        """Key ``index``'s group (None: the key is a scope of its own)."""
+        return self._groups[index] if index < len(self._groups) else None
+
+
+def _key_entry(index: int, item: Mapping[Any, Any]) -> ApiKeyEntry:
+    """One ``{key, group}`` entry; problems name the entry's index and
+    field, never the key."""
+    unknown = [name for name in item if name not in ("key", "group")]
+    if unknown:
+        shown = ", ".join(repr(n) if isinstance(n, str) and looks_like_name(n) else "?" for n in unknown)
+        raise ValueError(f"api_keys[{index}]: unknown field {shown} (an entry has key and group)")
+    try:
+        return ApiKeyEntry.model_validate(dict(item))
+    except LLMConfigError as exc:
+        detail = exc.message.removeprefix("invalid configuration: ")
+        raise ValueError(f"api_keys[{index}].{detail}") from None
 
 
 class LLMConfig(_Strict):

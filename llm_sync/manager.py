@@ -74,10 +74,13 @@ class _EndpointRuntime:
             PooledKey(self.provider, key, index, settings.limits_for_key(index))
             for index, key in enumerate(settings.api_keys)
         ]
+        self.default_model = settings.models[0] if settings.models else default_model(kind)
         self.limiter = ProviderLimiter(
             [(key.client_id, key.limits) for key in keys],
             refunds_output=self.provider.refunds_output,
             clock=clocks.clock, wall_clock=clocks.wall_clock, wait=clocks.wait, max_pause=settings.max_pause,
+            groups=[settings.key_group(key.index) for key in keys], model_classes=settings.model_classes,
+            default_model=self.default_model or "", name=name,
         )
         for key in keys:
             for middleware in default_chain(settings, self.limiter, key.index, clocks):
@@ -98,7 +101,6 @@ class _EndpointRuntime:
             total_timeout=settings.timeout.total, max_retries=settings.max_retries,
             retry_budget=settings.retry_budget, native_counting=settings.token_counting == "native",
         )
-        self.default_model = settings.models[0] if settings.models else default_model(kind)
         self.workers = WorkerThreads(self.pool.max_size, name)
         self.clients: dict[str, LLMClient] = {}
 

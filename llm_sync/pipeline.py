@@ -281,16 +281,16 @@ class Pipeline:
         base = total if prompt_tokens is None else prompt_tokens
         tracker = self.prompt_cache
         if tracker is None:
-            return Cost(base, request.max_tokens)
+            return Cost(base, request.max_tokens, request.model)
         marks = breakpoints(request.messages, request.system, request.tools)
         if not marks:
-            return Cost(base, request.max_tokens)
+            return Cost(base, request.max_tokens, request.model)
         scope = scope_key(self.provider.endpoint, request.model)
         cached = tracker.cached_tokens(scope, marks)
         charged = base
         if cached and total > 0:
             charged = max(1, min(base, math.ceil(base * discounted(total, cached) / total)))
-        return CacheCost(charged, request.max_tokens, base, scope, marks)
+        return CacheCost(charged, request.max_tokens, request.model, prompt_tokens=base, scope=scope, marks=marks)
 
     def _cost(self, request: LLMRequest, deadline: Optional[float]) -> Cost:
         """What the first reservation charges: the input estimate (or the

@@ -96,9 +96,9 @@ class CacheCost(Cost):
     step can calibrate like against like; ``scope`` and ``marks`` are what
     to record when the answer shows the cache was used."""
 
-    prompt_tokens: int
-    scope: str
-    marks: tuple[Breakpoint, ...]
+    prompt_tokens: int = 0
+    scope: str = ""
+    marks: tuple[Breakpoint, ...] = ()
 
     @property
     def share(self) -> float:

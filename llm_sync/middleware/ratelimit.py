@@ -2,11 +2,13 @@
 
 Admission and accounting are the pipeline's: it reserves capacity before
 every send and settles it after, whatever the chain holds. This
-middleware is the policy on top: a rate-limit 429 pauses the whole key
-(for the server's ``retry-after``, else ``DEFAULT_PAUSE_SECONDS``; never
-longer than the endpoint's ``max_pause``, after which the key is probed
-again), so the calls waiting in line go to other keys meanwhile. Without it, a 429 is
-still refunded and requeued, but the key is not rested.
+middleware is the policy on top: a rate-limit 429 pauses the key's scope
+for the request's model (that model class on the key, or on its whole
+group; other models go on) for the server's ``retry-after``, else
+``DEFAULT_PAUSE_SECONDS``; never longer than the endpoint's ``max_pause``,
+after which the scope is probed again. So the calls waiting in line go
+to other keys meanwhile. Without it, a 429 is still refunded and
+requeued, but the scope is not rested.
 """
 
 from __future__ import annotations
@@ -39,14 +41,14 @@ class RateLimitMiddleware(Middleware):
         try:
             return call_next(request)
         except Requeue as requeue:
-            self._pause_after(requeue.cause)
+            self._pause_after(requeue.cause, request.model)
             raise
         except LLMError as error:
-            self._pause_after(error)
+            self._pause_after(error, request.model)
             raise
 
-    def _pause_after(self, error: Optional[LLMError]) -> None:
+    def _pause_after(self, error: Optional[LLMError], model: str) -> None:
         if isinstance(error, LLMRateLimitError) and error.status_code == 429 \
                 and not getattr(error, "mid_stream", False):
             pause = DEFAULT_PAUSE_SECONDS if error.retry_after is None else error.retry_after
-            self.limiter.pause(self.key, pause)
+            self.limiter.pause(self.key, pause, model)

@@ -3,8 +3,10 @@
 Layers, each importing only those before it: ``bucket`` (the arithmetic),
 ``headers`` (parsing), ``state`` (one scope's buckets and what headers do
 to them), ``backends`` (who holds the states: ``MemoryBackend`` here, a
-shared store later), ``key`` (one key's per-process bookkeeping) and
-``limiter`` (the line of waiting callers and the choice of key).
+shared store later), ``key`` (one key's and one scope's per-process
+bookkeeping), ``scopes`` (which scope a call is charged to: key or group
+× model class) and ``limiter`` (the line of waiting callers and the
+choice of key).
 """
 
 from .backends import MemoryBackend, RateLimitBackend

@@ -1,12 +1,18 @@
-"""What one process knows about one key beyond its buckets.
+"""What one process knows about one key and one scope beyond the buckets.
 
-The buckets live in a backend (see ``backends``), shared or not. A
-:class:`KeyLimiter` keeps the per-process part: calls reserved but unsent
-and in flight, whether the key has answered yet (probing), the
-calibration of the input estimate. It also turns the server's headers
-into :class:`~llm_sync.ratelimit.state.Observation` values, because the
-bound they give depends on those local calls. No lock of its own, no
-reference to the limiter that owns it.
+A *scope* is what a provider limits as one: a key, or a group of keys of
+one organisation, times a model class (the models a ``rate_limits`` entry
+with ``models`` names, or else one model name). Its buckets live in a
+backend (see ``backends``), shared or not, under :func:`scope_id`. A
+:class:`Scope` keeps the per-process part: calls reserved but unsent and in
+flight, whether the scope has answered yet (probing). It also turns the
+server's headers into :class:`~llm_sync.ratelimit.state.Observation`
+values, because the bound they give depends on those local calls (and the
+headers describe the scope's buckets, so these counts are per scope, not
+per key). A :class:`KeyLimiter` keeps what belongs to the key: its owner
+(the key itself or its group), the calibration of the input estimate,
+what it warned about. No lock of their own, no reference to the limiter
+that owns them.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from ..config import RateLimitConfig
 from .headers import DIMENSIONS, HeaderLimit
 from .state import CONFIG_FIELDS, Observation, ScopeSnapshot
 
-__all__ = ["Cost", "Reservation", "KeyLimiter", "PROBE_IN_FLIGHT", "TRANSIT_MARGIN", "CALIBRATION_WEIGHT"]
+__all__ = ["Cost", "Reservation", "KeyLimiter", "Scope", "scope_id", "PROBE_IN_FLIGHT", "TRANSIT_MARGIN",
+           "CALIBRATION_WEIGHT"]
 
 # Before a key without configured limits has answered once, this many of
 # its calls may be in flight: enough to learn the limits quickly, too few
@@ -42,62 +49,44 @@ TRANSIT_MARGIN = 0.1
 
 @dataclass(frozen=True)
 class Cost:
-    """What a call needs: its input-token estimate and its ``max_tokens``."""
+    """What a call needs: its input-token estimate and its ``max_tokens``,
+    and the model it names (which scope of its key it is charged to; empty:
+    the limiter's default model)."""
 
     input_tokens: int
     output_tokens: int
+    model: str = ""
 
 
-class SendMarker(Protocol):
-    """What a reservation's owner offers its holders (the limiter)."""
-
-    def mark_sent(self, reservation: "Reservation") -> None: ...
-
-
-@dataclass(eq=False)
-class Reservation:
-    """Charges made for one call on one key. ``limiter`` is the owner, for
-    code that holds only the reservation and must mark it sent."""
-
-    key: "KeyLimiter"
-    limiter: SendMarker
-    amounts: dict[str, float]
-    estimate: int
-    sent_at: Optional[float] = None
-    done: bool = False
+def scope_id(owner: str, model_class: str) -> str:
+    """The backend's name for the buckets of ``owner`` (a key's client id,
+    or ``endpoint:group``) and ``model_class`` (a class's name or a model
+    name; empty: the owner's only scope, as before classes existed)."""
+    return f"{owner}|{model_class}" if model_class else owner
 
 
-def config_limits(config: Optional[RateLimitConfig]) -> dict[str, float]:
-    """Configured per-minute limits by dimension (unset ones left out)."""
-    if config is None:
-        return {}
-    return {d: float(getattr(config, name)) for d, name in CONFIG_FIELDS.items() if getattr(config, name)}
+class Scope:
+    """One scope's local bookkeeping (shared by every key of a group).
+    Only touched under the owning ProviderLimiter's lock."""
 
-
-class KeyLimiter:
-    """One key's local bookkeeping. Only touched under the owning
-    ProviderLimiter's lock; ``scope`` names its buckets in the backend."""
-
-    def __init__(self, index: int, client_id: str, config: Optional[RateLimitConfig], *,
-                 refunds_output: bool, scope: Optional[str] = None) -> None:
-        self.index = index
-        self.client_id = client_id
-        self.scope = scope or client_id
+    def __init__(self, owner: str, model_class: str, config: Optional[RateLimitConfig], *,
+                 refunds_output: bool) -> None:
+        self.id = scope_id(owner, model_class)
+        self.owner = owner
+        self.model_class = model_class
         self.refunds_output = refunds_output
         self.configured = config_limits(config)
         self.burst_seconds = config.burst_seconds if config else None
+        self.declared = False  # in the backend (declare is idempotent)
         self.unsent = dict.fromkeys(DIMENSIONS, 0.0)  # reserved, not yet sent
         self.outstanding = dict.fromkeys(DIMENSIONS, 0.0)  # reserved, not yet settled
         self.in_flight = 0
-        # Until the key's first answer, only PROBE_IN_FLIGHT calls go out:
+        # Until the scope's first answer, only PROBE_IN_FLIGHT calls go out:
         # even configured limits may be stricter at the server than stated.
         self.answered = False
-        self.warned: set[str] = set()  # what was logged once about this key's server
-        self.calibration = 1.0
-        self.last_chosen = -1
 
     def __repr__(self) -> str:
-        return f"<KeyLimiter {self.client_id} in_flight={self.in_flight}>"
+        return f"<Scope {self.id} in_flight={self.in_flight}>"
 
     @property
     def probing(self) -> bool:
@@ -111,21 +100,6 @@ class KeyLimiter:
     def probe_full(self) -> bool:
         """Probing, with every probe slot taken: wait for the first answer."""
         return self.probing and self.in_flight + self.unsent_calls >= PROBE_IN_FLIGHT
-
-    def calibrate(self, estimate: int, actual: int) -> None:
-        """Move the estimate's scale toward what the provider counted."""
-        if estimate > 0 and actual > 0:
-            self.calibration += CALIBRATION_WEIGHT * (actual / estimate - self.calibration)
-            self.calibration = min(CALIBRATION_RANGE[1], max(CALIBRATION_RANGE[0], self.calibration))
-
-    def amounts(self, cost: Cost) -> dict[str, float]:
-        estimate = max(1.0, math.ceil(cost.input_tokens * self.calibration))
-        return {
-            "requests": 1.0,
-            "input_tokens": estimate,
-            "output_tokens": float(cost.output_tokens),
-            "tokens": estimate + cost.output_tokens,
-        }
 
     def hold(self, amounts: Mapping[str, float], sign: float = 1.0) -> None:
         """Count a reservation as unsent and outstanding (``sign=-1``: undo)."""
@@ -167,6 +141,116 @@ class KeyLimiter:
             offset = others - (pending_refund or {}).get(dimension, 0.0)
             found[dimension] = Observation(header.limit, header.remaining, header.reset_in, since, offset)
         return found
+
+
+
+class SendMarker(Protocol):
+    """What a reservation's owner offers its holders (the limiter)."""
+
+    def mark_sent(self, reservation: "Reservation") -> None: ...
+
+
+@dataclass(eq=False)
+class Reservation:
+    """Charges made for one call on one key, in one of its scopes.
+    ``limiter`` is the owner, for code that holds only the reservation and
+    must mark it sent."""
+
+    key: "KeyLimiter"
+    limiter: SendMarker
+    amounts: dict[str, float]
+    estimate: int
+    scope: Scope
+    sent_at: Optional[float] = None
+    done: bool = False
+
+
+def config_limits(config: Optional[RateLimitConfig]) -> dict[str, float]:
+    """Configured per-minute limits by dimension (unset ones left out)."""
+    if config is None:
+        return {}
+    return {d: float(getattr(config, name)) for d, name in CONFIG_FIELDS.items() if getattr(config, name)}
+
+
+class KeyLimiter:
+    """One key's local bookkeeping. Only touched under the owning
+    ProviderLimiter's lock. ``owner`` names the buckets it draws on (its
+    client id, or its group's id: keys of a group share them); ``home`` is
+    its scope for the limiter's default model, which the attributes
+    ``scope``, ``in_flight``, ``answered``, ``unsent``... describe."""
+
+    def __init__(self, index: int, client_id: str, config: Optional[RateLimitConfig], *,
+                 refunds_output: bool, owner: Optional[str] = None, home: Optional[Scope] = None) -> None:
+        self.index = index
+        self.client_id = client_id
+        self.owner = owner or client_id
+        self.config = config
+        self.refunds_output = refunds_output
+        self.configured = config_limits(config)
+        self.burst_seconds = config.burst_seconds if config else None
+        self.home = home if home is not None else Scope(self.owner, "", config, refunds_output=refunds_output)
+        self.warned: set[str] = set()  # what was logged once about this key's server
+        self.calibration = 1.0
+        self.last_chosen = -1
+
+    def __repr__(self) -> str:
+        return f"<KeyLimiter {self.client_id} in_flight={self.in_flight}>"
+
+    # The default model's scope, as the key's own figures.
+    @property
+    def scope(self) -> str:
+        return self.home.id
+
+    @property
+    def in_flight(self) -> int:
+        return self.home.in_flight
+
+    @in_flight.setter
+    def in_flight(self, value: int) -> None:
+        self.home.in_flight = value
+
+    @property
+    def answered(self) -> bool:
+        return self.home.answered
+
+    @answered.setter
+    def answered(self, value: bool) -> None:
+        self.home.answered = value
+
+    @property
+    def unsent(self) -> dict[str, float]:
+        return self.home.unsent
+
+    @property
+    def outstanding(self) -> dict[str, float]:
+        return self.home.outstanding
+
+    @property
+    def probing(self) -> bool:
+        return self.home.probing
+
+    @property
+    def unsent_calls(self) -> int:
+        return self.home.unsent_calls
+
+    @property
+    def probe_full(self) -> bool:
+        return self.home.probe_full
+
+    def calibrate(self, estimate: int, actual: int) -> None:
+        """Move the estimate's scale toward what the provider counted."""
+        if estimate > 0 and actual > 0:
+            self.calibration += CALIBRATION_WEIGHT * (actual / estimate - self.calibration)
+            self.calibration = min(CALIBRATION_RANGE[1], max(CALIBRATION_RANGE[0], self.calibration))
+
+    def amounts(self, cost: Cost) -> dict[str, float]:
+        estimate = max(1.0, math.ceil(cost.input_tokens * self.calibration))
+        return {
+            "requests": 1.0,
+            "input_tokens": estimate,
+            "output_tokens": float(cost.output_tokens),
+            "tokens": estimate + cost.output_tokens,
+        }
 
     def status(self, snapshot: ScopeSnapshot, wall_now: float) -> Optional[dict[str, Any]]:
         """The status dict of this key, from its scope's snapshot."""

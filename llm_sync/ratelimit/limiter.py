@@ -10,8 +10,17 @@ never held across it). Callers wait on the lock's condition, first come
 first served. The clock, wall clock and the blocking wait are injectable;
 the default backend shares the clock.
 
-Life of a call: ``reserve`` (wait in line; the key that admits it soonest
-is charged 1 request + estimated input + ``max_tokens`` output) →
+Buckets are kept per *scope*: a key, or the group of keys it belongs to
+(one organisation's limit), times a model class (a ``rate_limits`` entry
+with ``models`` patterns; a model no class matches is a class of its own,
+as providers limit per model). A call is charged to its model's scope on
+the key chosen; probing, in-flight counts, header syncs and 429 pauses are
+per scope, so one model's state never holds up another's, and keys of a
+group never admit the group's limit twice.
+
+Life of a call: ``reserve`` (wait in line; the key whose scope for the
+call's model admits it soonest is charged 1 request + estimated input +
+``max_tokens`` output) →
 ``mark_sent`` → ``settle`` with the actual usage and the response headers
 (or ``refund`` when the request never reached the server or was refused).
 
@@ -38,10 +47,11 @@ from ..errors import LLMClosedError, LLMRateLimitError, LLMValidationError
 from ..tokens import plausible_count
 from .backends import MemoryBackend, RateLimitBackend
 from .headers import parse_rate_limit_headers
-from .key import PROBE_IN_FLIGHT, TRANSIT_MARGIN, Cost, KeyLimiter, Reservation
+from .key import PROBE_IN_FLIGHT, TRANSIT_MARGIN, Cost, KeyLimiter, Reservation, Scope
+from .scopes import Scopes
 from .state import NO_WAIT, Observation, Quote
 
-__all__ = ["Cost", "Reservation", "KeyLimiter", "ProviderLimiter", "PROBE_IN_FLIGHT", "TRANSIT_MARGIN"]
+__all__ = ["Cost", "Reservation", "KeyLimiter", "Scope", "ProviderLimiter", "PROBE_IN_FLIGHT", "TRANSIT_MARGIN"]
 
 logger = logging.getLogger("llm_sync.ratelimit")
 
@@ -53,10 +63,16 @@ class _Plan(NamedTuple):
     """One candidate key as the line saw it, under the lock."""
 
     key: KeyLimiter
+    scope: Scope
     amounts: dict[str, float]
     probe_full: bool
     in_flight: int
     last_chosen: int
+
+
+# The status figures of one scope that are None while it has no buckets.
+_FIGURES = ("requests_remaining", "input_tokens_remaining", "output_tokens_remaining", "tokens_remaining",
+            "reset_at", "burst_capacity", "paused_for", "calibration")
 
 
 def _hint(wait: float) -> Optional[float]:
@@ -65,21 +81,37 @@ def _hint(wait: float) -> Optional[float]:
 
 
 class ProviderLimiter:
-    """Every key of one provider: the line, the key choice, the bookkeeping."""
+    """Every key of one provider: the line, the key choice, the bookkeeping.
+
+    ``keys``: (client id, limits for models no class matches) per key.
+    ``groups``: each key's group or None (keys of a group share their
+    buckets; a group's id is ``name:group``). ``model_classes``: the
+    ``rate_limits`` entries with ``models``, first match wins.
+    ``default_model``: the model a call without one is charged to, and
+    whose figures ``status`` shows at its top level."""
 
     def __init__(self, keys: list[tuple[str, Optional[RateLimitConfig]]], *, refunds_output: bool,
                  clock: Clock = time.monotonic, wall_clock: Clock = time.time, wait: Optional[Wait] = None,
                  transit_margin: float = TRANSIT_MARGIN, backend: Optional[RateLimitBackend] = None,
-                 max_pause: float = DEFAULT_MAX_PAUSE) -> None:
+                 max_pause: float = DEFAULT_MAX_PAUSE, groups: Sequence[Optional[str]] = (),
+                 model_classes: Sequence[RateLimitConfig] = (), default_model: str = "",
+                 name: str = "") -> None:
         self.transit_margin = transit_margin
         self.max_pause = max_pause
         self.clock = clock
         self.wall_clock = wall_clock
         self.backend = backend if backend is not None else MemoryBackend(clock)
+        self.scopes = Scopes(model_classes, default_model, refunds_output=refunds_output)
         self._cond = threading.Condition(threading.Lock())
-        self.keys = [KeyLimiter(i, cid, cfg, refunds_output=refunds_output) for i, (cid, cfg) in enumerate(keys)]
+        self.keys = []
+        for i, (cid, cfg) in enumerate(keys):
+            group = groups[i] if i < len(groups) else None
+            owner = f"{name or 'group'}:{group}" if group else cid
+            key = KeyLimiter(i, cid, cfg, refunds_output=refunds_output, owner=owner)
+            key.home = self.scopes.resolve(key, default_model)
+            self.keys.append(key)
         for key in self.keys:
-            self.backend.declare(key.scope, key.configured, key.burst_seconds)
+            self._declare(key.home)
         self._sequence = 0
         self._line: list[int] = []  # tickets of callers waiting, first come first
         self._pinned = 0  # callers waiting for one particular key
@@ -117,9 +149,25 @@ class ProviderLimiter:
         self._cond = threading.Condition(threading.Lock())
         self._line.clear()
         self._pinned = 0
-        for key in self.keys:
-            key.forget_calls()
+        for scope in self.scopes:
+            scope.forget_calls()
         self.backend.after_fork()
+
+    # --- scopes ---------------------------------------------------------
+    def _declare(self, scope: Scope) -> None:
+        """Create a scope's buckets in the backend once. Without the lock;
+        declaring twice (two threads at once) is harmless."""
+        if not scope.declared:
+            self.backend.declare(scope.id, scope.configured, scope.burst_seconds)
+            scope.declared = True
+
+    def scope_for(self, key: KeyLimiter, model: Optional[str] = None) -> Scope:
+        """``key``'s scope for ``model`` (default: the default model's),
+        declared in the backend."""
+        with self._cond:
+            scope = self.scopes.resolve(key, model)
+        self._declare(scope)
+        return scope
 
     @property
     def waiting(self) -> int:
@@ -167,14 +215,17 @@ class ProviderLimiter:
                 self._check_open()
                 now, version = self.clock(), self._version
                 first = ticket is None or self._line[0] == ticket
-                plans = [_Plan(key, key.amounts(cost), key.probe_full, key.in_flight, key.last_chosen)
-                         for key in candidates]
+                scopes = [self.scopes.resolve(key, cost.model) for key in candidates]
+                plans = [_Plan(key, scope, key.amounts(cost), scope.probe_full, scope.in_flight, key.last_chosen)
+                         for key, scope in zip(candidates, scopes)]
             # Without the lock: the backend may do I/O.
-            quotes = self.backend.quote_many([(p.key.scope, p.amounts) for p in plans], self.transit_margin)
+            for scope in scopes:
+                self._declare(scope)
+            quotes = self.backend.quote_many([(p.scope.id, p.amounts) for p in plans], self.transit_margin)
             best = self._best(plans, quotes)
             wait = math.inf if best is None else quotes[best].wait
             if first and best is not None and wait <= NO_WAIT:
-                outcome = self._take(plans[best].key, plans[best].amounts, cost)
+                outcome = self._take(plans[best].key, plans[best].scope, plans[best].amounts, cost)
                 if isinstance(outcome, Reservation):
                     return outcome
                 if outcome is None:
@@ -226,31 +277,31 @@ class ProviderLimiter:
             )
         return None if best is None else best[1]
 
-    def _take(self, key: KeyLimiter, amounts: dict[str, float], cost: Cost) -> Optional[Reservation | Quote]:
-        """Charge ``key`` in the backend: a reservation; or the backend's
-        quote when the capacity went meanwhile; or None when the key's
-        probe slots did (a caller pinned to it). The call counts as unsent
-        from before the backend takes it, so no probe slot and no header
-        sync misses it."""
+    def _take(self, key: KeyLimiter, scope: Scope, amounts: dict[str, float],
+              cost: Cost) -> Optional[Reservation | Quote]:
+        """Charge ``scope`` (of ``key``) in the backend: a reservation; or
+        the backend's quote when the capacity went meanwhile; or None when
+        the scope's probe slots did. The call counts as unsent from before
+        the backend takes it, so no probe slot and no header sync misses it."""
         with self._cond:
-            if key.probe_full:
+            if scope.probe_full:
                 return None
-            key.hold(amounts)
+            scope.hold(amounts)
         try:
-            quote = self.backend.acquire(key.scope, amounts, self.transit_margin)
+            quote = self.backend.acquire(scope.id, amounts, self.transit_margin)
         except BaseException:
             with self._cond:
-                key.hold(amounts, sign=-1.0)
+                scope.hold(amounts, sign=-1.0)
                 self._changed()
             raise
         with self._cond:
             if not quote.granted:
-                key.hold(amounts, sign=-1.0)
+                scope.hold(amounts, sign=-1.0)
                 self._changed()
                 return quote
             self._sequence += 1
             key.last_chosen = self._sequence
-            return Reservation(key, self, amounts, cost.input_tokens)
+            return Reservation(key, self, amounts, cost.input_tokens, scope)
 
     def _changed(self) -> None:
         """Capacity may have come free: wake the line. Under the lock."""
@@ -263,11 +314,11 @@ class ProviderLimiter:
         with self._cond:
             if reservation.sent_at is not None or reservation.done:
                 return
-            key = reservation.key
+            scope = reservation.scope
             for dimension, amount in reservation.amounts.items():
-                key.unsent[dimension] -= amount
+                scope.unsent[dimension] -= amount
             reservation.sent_at = self.clock()
-            key.in_flight += 1
+            scope.in_flight += 1
 
     def settle(self, reservation: Reservation, input_tokens: Optional[int], output_tokens: Optional[int],
                headers: Optional[Mapping[str, str]] = None, *, prompt_tokens: Optional[int] = None) -> None:
@@ -338,13 +389,12 @@ class ProviderLimiter:
         with self._cond:
             if not self._claim(reservation):
                 return
-            key = reservation.key
             back = {d: -amount for d, amount in reservation.amounts.items()}
             if keep_request:
                 back.pop("requests")
             if reservation.sent_at is None:
                 for dimension, amount in reservation.amounts.items():
-                    key.unsent[dimension] -= amount
+                    reservation.scope.unsent[dimension] -= amount
             observations, ends_probing = self._finish(reservation, headers, answered=answered)
         self._apply(reservation, back, observations, ends_probing)
 
@@ -369,14 +419,14 @@ class ProviderLimiter:
                 pending_refund: Optional[Mapping[str, float]] = None,
                 answered: bool = True) -> tuple[dict[str, Observation], bool]:
         """Common local end of a reservation, under the lock: what to sync,
-        and whether the key has now answered (``answered=False``: the call
-        never reached the server, so the key is still unknown)."""
-        key = reservation.key
+        and whether the scope has now answered (``answered=False``: the call
+        never reached the server, so the scope is still unknown)."""
+        scope = reservation.scope
         for dimension, amount in reservation.amounts.items():
-            key.outstanding[dimension] -= amount
+            scope.outstanding[dimension] -= amount
         sent = reservation.sent_at is not None
         if sent:
-            key.in_flight -= 1
+            scope.in_flight -= 1
         observations, reported = self._observations(reservation, headers, pending_refund) if headers else ({}, False)
         # Rate-limit headers end probing (the key is known now); so does a
         # call the server answered, with headers or without.
@@ -394,47 +444,68 @@ class ProviderLimiter:
             self._warn_once(key, "headers", f"{key.client_id}: ignored rate-limit headers outside plausible "
                                             f"bounds ({', '.join(rejected)}); the key keeps its current limits")
         since = self.clock() - reservation.sent_at if reservation.sent_at is not None else 0.0
-        return reservation.key.observations(reported, since, pending_refund, in_flight), bool(reported)
+        return reservation.scope.observations(reported, since, pending_refund, in_flight), bool(reported)
 
     def _apply(self, reservation: Reservation, delta: Optional[Mapping[str, float]],
                observations: Mapping[str, Observation], ends_probing: bool) -> None:
         """The backend half of a settlement, without the lock; then wake
         the line."""
-        key = reservation.key
+        scope = reservation.scope
         try:
             if delta and any(delta.values()):
-                self.backend.adjust(key.scope, delta)
+                self.backend.adjust(scope.id, delta)
             if observations:
-                self.backend.sync(key.scope, observations)
+                self.backend.sync(scope.id, observations)
         finally:
             with self._cond:
                 if ends_probing:
-                    key.answered = True
+                    scope.answered = True
                 self._changed()
             if self._warnings:
                 self._log_warnings()
 
-    def pause(self, key: KeyLimiter, seconds: float) -> None:
-        """Hold the whole key for ``seconds`` (after a rate-limit 429), cut
-        to ``max_pause`` (NaN: no pause). Then the key is probed again
-        (PROBE_IN_FLIGHT calls until one is answered): what the server
-        wanted is unknown, and a hint cut short must not release the whole
-        line onto it at once."""
+    def pause(self, key: KeyLimiter, seconds: float, model: Optional[str] = None) -> None:
+        """Hold ``key``'s scope for ``model`` (default: the default model's;
+        for a grouped key, the whole group's) for ``seconds`` after a
+        rate-limit 429, cut to ``max_pause`` (NaN: no pause). Other model
+        classes are untouched: a 429 for one model says nothing about
+        another. Then the scope is probed again (PROBE_IN_FLIGHT calls
+        until one is answered): what the server wanted is unknown, and a
+        hint cut short must not release the whole line onto it at once."""
         seconds = 0.0 if math.isnan(seconds) else min(max(0.0, seconds), self.max_pause)
+        scope = self.scope_for(key, model)
         try:
-            self.backend.pause(key.scope, seconds)
+            self.backend.pause(scope.id, seconds)
         finally:
             with self._cond:
                 if seconds > 0:
-                    key.answered = False
+                    scope.answered = False
                 self._changed()
 
     # --- status ---------------------------------------------------------
-    def paused_for(self, key: KeyLimiter) -> float:
-        """Seconds the key stays paused after a 429 (0 when serving)."""
-        return round(self.backend.snapshot(key.scope).paused_for, 3)
+    def paused_for(self, key: KeyLimiter, model: Optional[str] = None) -> float:
+        """Seconds the key's scope for ``model`` (default: the default
+        model's) stays paused after a 429 (0 when serving)."""
+        return round(self.backend.snapshot(self.scope_for(key, model).id).paused_for, 3)
 
     def status(self, key: KeyLimiter) -> Optional[dict[str, Any]]:
-        snapshot = self.backend.snapshot(key.scope)
+        """The default model's figures for ``key`` (None: no buckets yet),
+        plus ``models``: model class (or model) → that scope's figures, for
+        every scope of the key (its group's, for a grouped key) in use."""
         with self._cond:
-            return key.status(snapshot, self.wall_clock())
+            scopes = [scope for scope in self.scopes if scope.declared and scope.owner == key.owner]
+        snapshots = [(scope, self.backend.snapshot(scope.id)) for scope in scopes]
+        wall_now = self.wall_clock()
+        with self._cond:
+            models: dict[str, dict[str, Any]] = {}
+            for scope, snapshot in snapshots:
+                figures = key.status(snapshot, wall_now)
+                if figures is not None:
+                    models[self.scopes.label(scope)] = figures
+            home_snapshot = next((snapshot for scope, snapshot in snapshots if scope is key.home), None)
+            home = key.status(home_snapshot, wall_now) if home_snapshot is not None else None
+        if home is None and not models:
+            return None
+        # The default model's buckets are unknown yet: its figures are None.
+        base = home if home is not None else {**dict.fromkeys(_FIGURES), "learned": [], "limits": {}}
+        return {**base, "models": models}

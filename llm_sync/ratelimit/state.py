@@ -1,6 +1,7 @@
 """The bucket state of one rate-limit scope, and the maths that moves it.
 
-A scope is what a provider limits as one: today one API key. Its state is
+A scope is what a provider limits as one: a key or a group of keys, times
+a model class (see ``key``). Its state is
 a token bucket per dimension (requests, input, output, combined tokens)
 and a pause. :class:`ScopeState` is pure: no lock, no clock (``now`` is
 passed in), no idea who owns it. A backend owns the states and makes each

@@ -1,8 +1,8 @@
 """The rate-limit backend interface: bucket state per scope id.
 
 A backend holds the :class:`~llm_sync.ratelimit.state.ScopeState` of every
-scope (a string: ``anthropic-0`` today, "key or group x model class"
-later) and applies operations to it. The limiter above it keeps only what
+scope (a string naming a key or group and a model class, such as
+``anthropic-0|claude-3-5-haiku`` or ``anthropic:acme|claude-opus-*``) and applies operations to it. The limiter above it keeps only what
 is local to its process: the line of waiting callers, calls in flight,
 the estimate's calibration.
 
