@@ -224,6 +224,9 @@ class ProviderConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     pool: Optional[PoolConfig] = None
     token_counting: Literal["estimate", "native"] = "estimate"
+    # Do prompt-cache reads count toward input-token limits? None: the
+    # kind's default (openai: yes; anthropic: no, as on current models).
+    cache_reads_count_toward_limits: Optional[bool] = None
     # Each key's group (None: the key is its own scope), from ``api_keys``.
     _groups: tuple[Optional[str], ...] = PrivateAttr(default=())
 

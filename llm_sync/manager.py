@@ -100,6 +100,7 @@ class _EndpointRuntime:
             connect_timeout=settings.timeout.connect, read_timeout=settings.timeout.read,
             total_timeout=settings.timeout.total, max_retries=settings.max_retries,
             retry_budget=settings.retry_budget, native_counting=settings.token_counting == "native",
+            cache_reads_counted=settings.cache_reads_count_toward_limits,
         )
         self.workers = WorkerThreads(self.pool.max_size, name)
         self.clients: dict[str, LLMClient] = {}

@@ -138,10 +138,13 @@ class Sends:
             # limit; reading it does not (OpenAI's cached tokens are already
             # part of its prompt tokens).
             counted = usage.input_tokens + (usage.cache_creation_input_tokens or 0)
+            reads_apart = not self._pipeline.provider.cache_reads_in_input
+            if reads_apart and self._pipeline.cache_reads_counted:  # an endpoint that does count them
+                counted += usage.cache_read_input_tokens or 0
             # The estimate counted the whole prompt, cached part included:
             # calibrate it against the whole prompt, not against the charge.
-            prompt = counted if self._pipeline.provider.cache_reads_in_input \
-                else counted + (usage.cache_read_input_tokens or 0)
+            prompt = counted + (usage.cache_read_input_tokens or 0) \
+                if reads_apart and not self._pipeline.cache_reads_counted else counted
             cost = self._cost_of(reservation)
             if isinstance(cost, CacheCost):
                 tracker = self._pipeline.prompt_cache
@@ -223,7 +226,8 @@ class Pipeline:
 
     def __init__(self, pool: KeyPool, provider: Provider, limiter: ProviderLimiter, *,
                  connect_timeout: float, read_timeout: Optional[float], total_timeout: Optional[float],
-                 max_retries: int, retry_budget: Optional[float], native_counting: bool = False) -> None:
+                 max_retries: int, retry_budget: Optional[float], native_counting: bool = False,
+                 cache_reads_counted: Optional[bool] = None) -> None:
         self.pool = pool
         self.provider = provider
         self.limiter = limiter
@@ -232,10 +236,15 @@ class Pipeline:
         self.max_retries = max_retries
         self.retry_budget = retry_budget
         self.native_counting = native_counting and provider.count_request(_PROBE) is not None
-        # Cache-aware estimates where cache reads are not input (Anthropic):
-        # see llm_sync.prompt_cache. Tests may replace it (a fake clock).
+        # Whether prompt-cache reads count toward input limits: the kind's
+        # default (OpenAI yes, Anthropic's current models no), or the
+        # endpoint's ``cache_reads_count_toward_limits``.
+        self.cache_reads_counted = provider.cache_reads_in_input if cache_reads_counted is None \
+            else cache_reads_counted
+        # Cache-aware estimates where reads are not counted: see
+        # llm_sync.prompt_cache. Tests may replace it (a fake clock).
         self.prompt_cache: Optional[PromptCacheTracker] = \
-            None if provider.cache_reads_in_input else PromptCacheTracker()
+            None if self.cache_reads_counted else PromptCacheTracker()
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.provider.endpoint}>"

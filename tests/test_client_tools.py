@@ -234,7 +234,7 @@ class LimiterLog:
 def test_settle_uses_reported_usage_only(usage, expected):
     log = LimiterLog()
     provider = SimpleNamespace(cache_reads_in_input=False)  # Anthropic's way
-    sends = Sends(SimpleNamespace(limiter=log, provider=provider), None, None, None)  # type: ignore[arg-type]
+    sends = Sends(SimpleNamespace(limiter=log, provider=provider, cache_reads_counted=False), None, None, None)  # type: ignore[arg-type]
     sends.settle(object(), LLMResponse(content="ok", usage=usage))  # type: ignore[arg-type]
     assert log.calls == [expected]
 
@@ -299,13 +299,13 @@ def test_calibration_counts_the_cached_prompt_where_the_charge_does_not():
     whole prompt, so calibration must see the whole prompt (else every
     cache hit drags later estimates down and the key over-sends)."""
     log = LimiterLog()
-    sends = Sends(SimpleNamespace(limiter=log, provider=SimpleNamespace(cache_reads_in_input=False)),  # type: ignore[arg-type]
+    sends = Sends(SimpleNamespace(limiter=log, provider=SimpleNamespace(cache_reads_in_input=False), cache_reads_counted=False),  # type: ignore[arg-type]
                   None, None, None)  # type: ignore[arg-type]
     usage = Usage(input_tokens=10, output_tokens=5, cache_read_input_tokens=3000)
     sends.settle(object(), LLMResponse(content="ok", usage=usage))  # type: ignore[arg-type]
     assert log.calls == [("settle", 10, 5)] and log.prompts == [3010]
     openai = LimiterLog()
-    sends = Sends(SimpleNamespace(limiter=openai, provider=SimpleNamespace(cache_reads_in_input=True)),  # type: ignore[arg-type]
+    sends = Sends(SimpleNamespace(limiter=openai, provider=SimpleNamespace(cache_reads_in_input=True), cache_reads_counted=True),  # type: ignore[arg-type]
                   None, None, None)  # type: ignore[arg-type]
     sends.settle(object(), LLMResponse(content="ok", usage=Usage(input_tokens=3010, output_tokens=5,  # type: ignore[arg-type]
                                                                  cache_read_input_tokens=3000)))
@@ -321,3 +321,24 @@ def test_repeated_cache_hits_keep_the_estimate_calibrated(llm_like_limiter=None)
         limiter.mark_sent(reservation)
         limiter.settle(reservation, 10, 5, None, prompt_tokens=3010)
     assert limiter.keys[0].calibration > 0.95
+
+
+@pytest.mark.parametrize("switch, charged, tracker", [(None, 10, True), (True, 3010, False), (False, 10, True)])
+def test_cache_reads_count_toward_limits_is_a_per_endpoint_switch(switch, charged, tracker):
+    """Anthropic's current models do not count cache reads toward input
+    limits (the default); an endpoint whose models do says so in config."""
+    from llm_sync import LLMManager
+
+    endpoint = {"api_keys": ["sk-switch-1"], "base_url": "https://api.anthropic.test"}
+    if switch is not None:
+        endpoint["cache_reads_count_toward_limits"] = switch
+    with LLMManager.from_dict({"providers": {"anthropic": endpoint}}) as manager:
+        pipeline = manager.get_client("anthropic")._pipeline
+        assert (pipeline.prompt_cache is not None) is tracker
+        log = LimiterLog()
+        sends = Sends(SimpleNamespace(limiter=log, provider=pipeline.provider,  # type: ignore[arg-type]
+                                      cache_reads_counted=pipeline.cache_reads_counted, prompt_cache=None),
+                      None, None, None)  # type: ignore[arg-type]
+        usage = Usage(input_tokens=10, output_tokens=5, cache_read_input_tokens=3000)
+        sends.settle(object(), LLMResponse(content="ok", usage=usage))  # type: ignore[arg-type]
+        assert log.calls == [("settle", charged, 5)] and log.prompts == [3010]
