@@ -43,7 +43,7 @@ from .errors import (
     LLMTransportError,
 )
 from .keys import PooledKey
-from .models import LLMResponse
+from .models import LLMResponse, Usage
 from .pool import KeyPool, Lease
 from .providers.base import COUNT_UNSUPPORTED, LLMRequest, Provider
 from .ratelimit.limiter import Cost, ProviderLimiter, Reservation
@@ -52,7 +52,7 @@ from .tokens import estimate_tokens
 from .transport import BODY_READ_ERRORS, HTTPRequest, deadline_error, read_error, send
 from .wire import DeadlineWatch
 
-__all__ = ["Pipeline", "Sends", "exchange", "usage_reported"]
+__all__ = ["Pipeline", "Sends", "exchange", "usage_reported", "reported_fields"]
 
 HTTPTimeout = tuple[float, Optional[float]]
 _T = TypeVar("_T")
@@ -123,9 +123,13 @@ class Sends:
         if usage_reported(response):
             # Writing a prompt to Anthropic's cache counts toward its input
             # limit; reading it does not (OpenAI's cached tokens are already
-            # part of its prompt tokens).
-            counted = usage.input_tokens + (usage.cache_creation_input_tokens or 0)
-            limiter.settle(reservation, counted, usage.output_tokens, response.headers)
+            # part of its prompt tokens). A figure the server left out is
+            # None: the estimate stands for it (not a charge of 0).
+            reported = reported_fields(usage)
+            counted = usage.input_tokens + (usage.cache_creation_input_tokens or 0) \
+                if "input_tokens" in reported else None
+            output = usage.output_tokens if "output_tokens" in reported else None
+            limiter.settle(reservation, counted, output, response.headers)
         else:  # a server that reports no usage (many compatible servers' streams): keep the estimate
             limiter.release(reservation, response.headers)
 
@@ -182,6 +186,13 @@ def usage_reported(response: LLMResponse) -> bool:
     usage = response.usage
     return bool(usage.input_tokens or usage.output_tokens or usage.cache_creation_input_tokens
                 or usage.cache_read_input_tokens)
+
+
+def reported_fields(usage: Usage) -> frozenset[str]:
+    """The figures of ``usage`` the server sent: the fields set on it
+    (providers set only the figures an answer holds; a field left at its
+    default was not reported, whatever its value)."""
+    return frozenset(usage.model_fields_set)
 
 
 def _is_server_429(error: BaseException) -> bool:

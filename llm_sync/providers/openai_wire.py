@@ -234,12 +234,15 @@ def _strict(node: Any) -> Any:
 # --- answer --------------------------------------------------------------
 def usage_from(data: Any) -> Usage:
     """Usage figures; one that is not a plausible count (a string, a bool,
-    negative, 10**15, ``1e999``) is left out (0 or None): unknown, the
-    estimate stands. ``cached_tokens`` are part of ``prompt_tokens``."""
+    negative, 10**15, ``1e999``) is left out (0 or None, and not among the
+    Usage's set fields): unknown, the estimate stands. ``cached_tokens``
+    are part of ``prompt_tokens``."""
     usage = Usage()
     if isinstance(data, dict):
-        usage.input_tokens = plausible_count(data.get("prompt_tokens")) or 0
-        usage.output_tokens = plausible_count(data.get("completion_tokens")) or 0
+        for wire_name, name in (("prompt_tokens", "input_tokens"), ("completion_tokens", "output_tokens")):
+            value = plausible_count(data.get(wire_name))
+            if value is not None:
+                setattr(usage, name, value)
         prompt = data.get("prompt_tokens_details")
         if isinstance(prompt, dict):
             usage.cache_read_input_tokens = plausible_count(prompt.get("cached_tokens"))
