@@ -44,7 +44,7 @@ from .errors import (
     LLMTransportError,
 )
 from .keys import PooledKey
-from .models import LLMResponse
+from .models import LLMResponse, Usage
 from .pool import KeyPool, Lease
 from .prompt_cache import CacheCost, PromptCacheTracker, breakpoints, discounted, scope_key
 from .providers.base import COUNT_UNSUPPORTED, LLMRequest, Provider
@@ -54,7 +54,7 @@ from .tokens import estimate_tokens
 from .transport import BODY_READ_ERRORS, HTTPRequest, deadline_error, read_error, send
 from .wire import DeadlineWatch
 
-__all__ = ["Pipeline", "Sends", "exchange", "usage_reported"]
+__all__ = ["Pipeline", "Sends", "exchange", "usage_reported", "reported_fields"]
 
 HTTPTimeout = tuple[float, Optional[float]]
 _T = TypeVar("_T")
@@ -136,7 +136,13 @@ class Sends:
         if usage_reported(response):
             # Writing a prompt to Anthropic's cache counts toward its input
             # limit; reading it does not (OpenAI's cached tokens are already
-            # part of its prompt tokens).
+            # part of its prompt tokens). A figure the server left out is
+            # None: the estimate stands for it (not a charge of 0).
+            reported = reported_fields(usage)
+            output = usage.output_tokens if "output_tokens" in reported else None
+            if "input_tokens" not in reported:
+                limiter.settle(reservation, None, output, response.headers)
+                return
             counted = usage.input_tokens + (usage.cache_creation_input_tokens or 0)
             reads_apart = not self._pipeline.provider.cache_reads_in_input
             if reads_apart and self._pipeline.cache_reads_counted:  # an endpoint that does count them
@@ -153,7 +159,7 @@ class Sends:
                 # A discounted estimate covered only the part not cached:
                 # calibrate it against that share of the whole prompt.
                 prompt = max(1, round(prompt * cost.share))
-            limiter.settle(reservation, counted, usage.output_tokens, response.headers, prompt_tokens=prompt)
+            limiter.settle(reservation, counted, output, response.headers, prompt_tokens=prompt)
         else:  # a server that reports no usage (many compatible servers' streams): keep the estimate
             limiter.release(reservation, response.headers)
 
@@ -210,6 +216,13 @@ def usage_reported(response: LLMResponse) -> bool:
     usage = response.usage
     return bool(usage.input_tokens or usage.output_tokens or usage.cache_creation_input_tokens
                 or usage.cache_read_input_tokens)
+
+
+def reported_fields(usage: Usage) -> frozenset[str]:
+    """The figures of ``usage`` the server sent: the fields set on it
+    (providers set only the figures an answer holds; a field left at its
+    default was not reported, whatever its value)."""
+    return frozenset(usage.model_fields_set)
 
 
 def _is_server_429(error: BaseException) -> bool:

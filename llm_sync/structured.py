@@ -14,6 +14,12 @@ JSON only. It shares the caller's ``timeout`` with the first call. If that
 answer is invalid too, :class:`~llm_sync.errors.LLMStructuredOutputError`
 carries its raw text and errors.
 
+An answer given as a call of the schema's tool (Anthropic kind) is
+returned as a text answer of its JSON: that call leaves ``tool_calls`` and
+``blocks``, so ``to_message()`` continues the conversation validly. Next to
+the caller's own tools the Anthropic kind asks for *any* tool (the schema's
+or theirs) rather than forcing the schema's.
+
 Two answers are returned unparsed (``parsed`` None), never repaired: a
 refusal (``refusal`` set: asking again will not help) and a call of one of
 the caller's own tools (the model chose a tool over answering: the caller
@@ -33,6 +39,7 @@ from typing import Any, Callable, Optional
 from pydantic import BaseModel, ValidationError
 
 from .call import CallOptions
+from .content import TextBlock, ThinkingBlock, ToolUseBlock
 from .errors import LLMStructuredOutputError, LLMValidationError
 from .models import LLMResponse, Message, MessageRole
 from .providers.base import LLMRequest
@@ -78,19 +85,41 @@ def parse_answer(response: LLMResponse, model: type[BaseModel],
     """``(instance, raw_text, errors)`` from a response: the call of tool
     ``name`` first, else the JSON text of the content. ``instance`` is None
     when neither holds a valid ``model`` (then ``errors`` says why)."""
-    candidates = [_arguments_text(call.arguments) for call in response.tool_calls if call.name == name]
+    instance, raw, errors, _ = _parse(response, model, name)
+    return instance, raw, errors
+
+
+def _parse(response: LLMResponse, model: type[BaseModel],
+           name: str) -> tuple[Optional[BaseModel], str, list[str], Optional[str]]:
+    """parse_answer's result and the id of the tool call the instance came
+    from (None: from the text, or no instance)."""
+    candidates: list[tuple[str, Optional[str]]] = [
+        (_arguments_text(call.arguments), call.id) for call in response.tool_calls if call.name == name]
     if response.content.strip():
-        candidates.append(_unfenced(response.content))
+        candidates.append((_unfenced(response.content), None))
     if not candidates:
-        return None, "", [f"the answer holds no JSON: no text, and no call of the tool {name}"]
+        return None, "", [f"the answer holds no JSON: no text, and no call of the tool {name}"], None
     first: Optional[tuple[str, list[str]]] = None
-    for raw in candidates:
+    for raw, call_id in candidates:
         try:
-            return model.model_validate_json(raw), raw, []
+            return model.model_validate_json(raw), raw, [], call_id
         except ValidationError as exc:
             first = first or (raw, _error_lines(exc))
     assert first is not None
-    return None, first[0], first[1]
+    return None, first[0], first[1], None
+
+
+def _as_text_answer(response: LLMResponse, call_id: str, raw: str) -> None:
+    """Turn an answer given as a call of the schema's tool into a text
+    answer of its JSON: that call is dropped from ``tool_calls`` and
+    ``blocks`` (thinking and other calls stay), so ``to_message()`` gives
+    an assistant turn with no tool_use left unanswered (Anthropic rejects
+    the next call of such a history)."""
+    response.tool_calls = [call for call in response.tool_calls if call.id != call_id]
+    thinking = [b for b in response.blocks if isinstance(b, ThinkingBlock)]
+    calls = [b for b in response.blocks if isinstance(b, ToolUseBlock) and b.id != call_id]
+    response.content = raw
+    response.blocks = [*thinking, TextBlock(raw), *calls]
 
 
 def repair_request(request: LLMRequest, raw_text: str, errors: list[str], name: str) -> LLMRequest:
@@ -121,7 +150,7 @@ def complete_structured(send: Send, request: LLMRequest, options: CallOptions, m
     response = send(request, options)
     if _unparseable_on_purpose(response, name):
         return response
-    parsed, raw, errors = parse_answer(response, model, name)
+    parsed, raw, errors, call_id = _parse(response, model, name)
     if parsed is None:
         left = None if total_timeout is None else total_timeout - (clock() - started)
         if left is not None and left <= 0:
@@ -129,9 +158,11 @@ def complete_structured(send: Send, request: LLMRequest, options: CallOptions, m
         response = send(repair_request(pristine, raw, errors, name), replace(options, timeout=left))
         if _unparseable_on_purpose(response, name):
             return response
-        parsed, raw, errors = parse_answer(response, model, name)
+        parsed, raw, errors, call_id = _parse(response, model, name)
         if parsed is None:
             raise _error(raw, errors, "even after a repair attempt")
+    if call_id is not None and name not in {tool.name for tool in request.tools}:
+        _as_text_answer(response, call_id, raw)
     response.parsed = parsed
     return response
 

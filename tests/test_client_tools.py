@@ -229,7 +229,7 @@ class LimiterLog:
     (Usage(input_tokens=10, output_tokens=5), ("settle", 10, 5)),
     (Usage(input_tokens=10, output_tokens=5, cache_creation_input_tokens=100, cache_read_input_tokens=900),
      ("settle", 110, 5)),  # a cache write counts toward input limits, a cache read does not
-    (Usage(cache_read_input_tokens=900), ("settle", 0, 0)),
+    (Usage(cache_read_input_tokens=900), ("settle", None, None)),  # no input or output figure: estimates stand
 ])
 def test_settle_uses_reported_usage_only(usage, expected):
     log = LimiterLog()

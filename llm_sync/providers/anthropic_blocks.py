@@ -56,9 +56,12 @@ def text_field(value: Any) -> Optional[str]:
     raise TypeError(f"a text field holds {type(value).__name__}")
 
 
-def _cached(wire: Wire, block: Union[TextBlock, ImageBlock, DocumentBlock]) -> Wire:
-    if block.cache_control is not None:
-        wire["cache_control"] = dict(block.cache_control)
+def _cached(wire: Wire, block: Any) -> Wire:
+    """``wire`` with the block's (or tool's) ``cache_control``, if it has one
+    (read with getattr: not every block type carries the field)."""
+    control = getattr(block, "cache_control", None)
+    if control is not None:
+        wire["cache_control"] = dict(control)
     return wire
 
 
@@ -80,8 +83,11 @@ def wire_block(block: ContentBlock) -> Wire:
     if isinstance(block, ImageBlock):
         return _cached({"type": "image", "source": _image_source(block)}, block)
     if isinstance(block, DocumentBlock):
+        url = getattr(block, "url", None)
         if block.data is not None:
             source: Wire = {"type": "base64", "media_type": block.media_type, "data": block.data}
+        elif block.text is None and url is not None:
+            source = {"type": "url", "url": url}
         else:
             source = {"type": "text", "media_type": "text/plain", "data": block.text}
         wire: Wire = {"type": "document", "source": source}
@@ -89,14 +95,14 @@ def wire_block(block: ContentBlock) -> Wire:
             wire["title"] = block.title
         return _cached(wire, block)
     if isinstance(block, ToolUseBlock):
-        return {"type": "tool_use", "id": block.id, "name": block.name, "input": dict(block.input)}
+        return _cached({"type": "tool_use", "id": block.id, "name": block.name, "input": dict(block.input)}, block)
     if isinstance(block, ToolResultBlock):
         content: Any = block.content if isinstance(block.content, str) else [
             wire_block(b) for b in block.content]
         wire = {"type": "tool_result", "tool_use_id": block.tool_use_id, "content": content}
         if block.is_error:
             wire["is_error"] = True
-        return wire
+        return _cached(wire, block)
     if isinstance(block, ThinkingBlock):
         if block.redacted is not None:
             return {"type": "redacted_thinking", "data": block.redacted}
@@ -108,10 +114,25 @@ def wire_block(block: ContentBlock) -> Wire:
 
 
 def _turn_blocks(message: Message) -> list[Wire]:
+    """A turn's blocks on the wire. Anthropic rejects text blocks that are
+    empty or whitespace only (an answer may hold one, e.g. "\n\n" before
+    its tool_use, and to_message() keeps it): they are dropped unless they
+    carry a cache breakpoint. In a user turn the tool_result blocks come
+    first (Anthropic requires it)."""
     blocks = [wire_block(b) for b in message.blocks]
-    # Anthropic rejects empty text blocks (a streamed answer may end with one).
-    kept = [b for b in blocks if not (b["type"] == "text" and b["text"] == "" and "cache_control" not in b)]
-    return kept or blocks
+    kept = [b for b in blocks if not _blank_text(b)] or blocks
+    if message.role is not MessageRole.ASSISTANT:
+        kept = _results_first(kept)
+    return kept
+
+
+def _blank_text(block: Wire) -> bool:
+    return block["type"] == "text" and not block["text"].strip() and "cache_control" not in block
+
+
+def _results_first(blocks: list[Wire]) -> list[Wire]:
+    """tool_result blocks first, each group in its order."""
+    return [b for b in blocks if b["type"] == "tool_result"] + [b for b in blocks if b["type"] != "tool_result"]
 
 
 def wire_messages(messages: list[Message]) -> list[Wire]:
@@ -134,8 +155,7 @@ def wire_messages(messages: list[Message]) -> list[Wire]:
         previous = turns[-1] if turns else None
         if previous is not None and previous["role"] == turn["role"] == "user" and (previous["_tool"] or turn["_tool"]):
             merged = _as_blocks(previous["content"]) + _as_blocks(turn["content"])
-            results = [b for b in merged if b["type"] == "tool_result"]
-            previous["content"] = results + [b for b in merged if b["type"] != "tool_result"]
+            previous["content"] = _results_first([b for b in merged if not _blank_text(b)] or merged)
             previous["_tool"] = True
         else:
             turns.append(turn)
@@ -177,7 +197,7 @@ def wire_tools(tools: list[Tool]) -> list[Wire]:
         if tool.description:
             wire["description"] = tool.description
         wire["input_schema"] = dict(tool.input_schema)
-        out.append(wire)
+        out.append(_cached(wire, tool))
     return out
 
 
@@ -190,7 +210,9 @@ def wire_tool_choice(choice: ToolChoice) -> Wire:
 def tools_and_choice(request: LLMRequest) -> Wire:
     """``tools`` and ``tool_choice`` for the body. Structured output
     (``response_schema``) adds a tool of that name and forces it, unless the
-    caller chose otherwise; with extended thinking on (which allows no
+    caller chose otherwise; next to the caller's own tools the choice is
+    ``any`` (some tool must be called: one of theirs, or the schema's, so
+    theirs stay callable); with extended thinking on (which allows no
     forced tool) the choice is ``auto``."""
     tools = list(request.tools)
     choice: Optional[ToolChoice] = request.tool_choice
@@ -199,7 +221,12 @@ def tools_and_choice(request: LLMRequest) -> Wire:
         if name not in {t.name for t in tools}:
             tools.append(Tool(name, STRUCTURED_TOOL_DESCRIPTION, schema))
         if choice is None:
-            choice = "auto" if _thinking_on(request) else ("tool", name)
+            if _thinking_on(request):
+                choice = "auto"
+            elif any(t.name != name for t in request.tools):
+                choice = "required"
+            else:
+                choice = ("tool", name)
     out: Wire = {}
     if tools:
         out["tools"] = wire_tools(tools)

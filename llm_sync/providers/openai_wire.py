@@ -46,7 +46,9 @@ def text_field(value: Any) -> Optional[str]:
 # --- request -------------------------------------------------------------
 def wire_messages(system: Union[str, list[ContentBlock], None], messages: list[Message]) -> list[dict[str, Any]]:
     """The ``messages`` array: the system prompt first, then each turn. A
-    turn whose content is a string stays a string on the wire."""
+    turn whose content is a string stays a string on the wire. Tool
+    messages go directly after the assistant turn that made their calls
+    (OpenAI requires it; a portable history may hold a user turn between)."""
     out: list[dict[str, Any]] = []
     if system:
         out.append({"role": "system", "content": _system_content(system)})
@@ -55,7 +57,31 @@ def wire_messages(system: Union[str, list[ContentBlock], None], messages: list[M
             out += _turn(message)
         except LLMValidationError as exc:
             raise LLMValidationError(f"messages[{index}]: {exc.message}") from None
-    return out
+    return _results_after_calls(out)
+
+
+def _results_after_calls(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each tool message moved up to follow the (nearest earlier) assistant
+    turn that made its call, after that turn's other results; the order
+    is otherwise kept. A result whose call is not found stays put."""
+    owner: dict[int, int] = {}  # index of a tool message -> index of its assistant turn
+    made: dict[str, int] = {}  # call id -> index of the latest assistant turn that made it
+    for index, turn in enumerate(turns):
+        if turn["role"] == "assistant":
+            for call in turn.get("tool_calls") or ():
+                made[call["id"]] = index
+        elif turn["role"] == "tool" and turn["tool_call_id"] in made:
+            owner[index] = made[turn["tool_call_id"]]
+    results: dict[int, list[dict[str, Any]]] = {}
+    for index, owner_index in owner.items():
+        results.setdefault(owner_index, []).append(turns[index])
+    ordered: list[dict[str, Any]] = []
+    for index, turn in enumerate(turns):
+        if index in owner:
+            continue
+        ordered.append(turn)
+        ordered += results.get(index, [])
+    return ordered
 
 
 def _system_content(system: Union[str, list[ContentBlock]]) -> str:
@@ -97,10 +123,16 @@ def _part(block: ContentBlock) -> dict[str, Any]:
         return {"type": "text", "text": block.text}
     if isinstance(block, ImageBlock):
         url = block.url if block.url is not None else f"data:{block.media_type};base64,{block.data}"
-        return {"type": "image_url", "image_url": {"url": url}}
+        image: dict[str, Any] = {"url": url}
+        detail = getattr(block, "detail", None)
+        if detail is not None:
+            image["detail"] = detail
+        return {"type": "image_url", "image_url": image}
     if isinstance(block, DocumentBlock):
         if block.text is not None:
             return {"type": "text", "text": block.text}
+        if block.data is None:
+            raise LLMValidationError("a document by URL cannot be sent to this endpoint kind (send its bytes)")
         filename = block.title or ("document.pdf" if block.media_type == "application/pdf" else "document")
         return {"type": "file", "file": {"file_data": f"data:{block.media_type};base64,{block.data}",
                                          "filename": filename}}
@@ -202,12 +234,15 @@ def _strict(node: Any) -> Any:
 # --- answer --------------------------------------------------------------
 def usage_from(data: Any) -> Usage:
     """Usage figures; one that is not a plausible count (a string, a bool,
-    negative, 10**15, ``1e999``) is left out (0 or None): unknown, the
-    estimate stands. ``cached_tokens`` are part of ``prompt_tokens``."""
+    negative, 10**15, ``1e999``) is left out (0 or None, and not among the
+    Usage's set fields): unknown, the estimate stands. ``cached_tokens``
+    are part of ``prompt_tokens``."""
     usage = Usage()
     if isinstance(data, dict):
-        usage.input_tokens = plausible_count(data.get("prompt_tokens")) or 0
-        usage.output_tokens = plausible_count(data.get("completion_tokens")) or 0
+        for wire_name, name in (("prompt_tokens", "input_tokens"), ("completion_tokens", "output_tokens")):
+            value = plausible_count(data.get(wire_name))
+            if value is not None:
+                setattr(usage, name, value)
         prompt = data.get("prompt_tokens_details")
         if isinstance(prompt, dict):
             usage.cache_read_input_tokens = plausible_count(prompt.get("cached_tokens"))

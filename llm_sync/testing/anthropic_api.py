@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .anthropic_stream import content_blocks, stream_message
-from .blocks import BlockError, Piece, anthropic_pieces, check_anthropic_tool_ids
+from .blocks import BlockError, Piece, anthropic_pieces, check_anthropic_tool_ids, check_anthropic_tools_defined
 from .limits import Admission, whole_seconds
 from .replies import complete
 from .tools import REFUSAL_TEXT, anthropic_tools, plan
@@ -112,6 +112,7 @@ def _prompt(exchange: Exchange) -> Prompt | None:
         pieces = anthropic_pieces(body)
         schemas, choice = anthropic_tools(body)
         check_anthropic_tool_ids(body["messages"])
+        check_anthropic_tools_defined(body)
         thinking = _thinking(body, choice)
     except BlockError as exc:
         exchange.send_error(400, exc.message)

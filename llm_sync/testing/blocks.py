@@ -36,6 +36,7 @@ __all__ = [
     "Piece",
     "anthropic_image_tokens",
     "anthropic_pieces",
+    "check_anthropic_tools_defined",
     "image_size",
     "openai_image_tokens",
     "openai_pieces",
@@ -260,6 +261,7 @@ def anthropic_pieces(body: dict[str, Any]) -> list[Piece]:
             pieces.append(Piece(_PER_MESSAGE, _canonical([role])))
         for number, block in enumerate(content):
             tokens = _anthropic_block(block, _ANTHROPIC_ROLE_BLOCKS.get(role, ("text",)), f"{where}.{number}")
+            _check_anthropic_placement(content, number, role, f"{where}.{number}")
             head = [role] if number == 0 else []
             pieces.append(Piece(tokens + (_PER_MESSAGE if number == 0 else 0),
                                 _canonical([*head, block]), _cache_ttl(block, f"{where}.{number}")))
@@ -267,6 +269,29 @@ def anthropic_pieces(body: dict[str, Any]) -> list[Piece]:
     if breakpoints > 4:
         raise BlockError(f"A maximum of 4 blocks with cache_control may be provided. Found {breakpoints}.")
     return pieces
+
+
+def _check_anthropic_placement(content: list[Any], number: int, role: str, where: str) -> None:
+    """What the real API rejects of a (well-formed) block in its place:
+    text that is empty or whitespace only; a tool_result after other
+    content of a user turn."""
+    block = content[number]
+    if block["type"] == "text" and not block["text"].strip():
+        raise BlockError(f"{where}: messages: text content blocks must contain non-whitespace text")
+    if role == "user" and block["type"] == "tool_result" and any(
+            other["type"] != "tool_result" for other in content[:number]):
+        raise BlockError(f"{where}: `tool_result` blocks must come first in the content of a user message, "
+                         "before any other block")
+
+
+def check_anthropic_tools_defined(body: dict[str, Any]) -> None:
+    """A history holding tool_use or tool_result blocks needs ``tools``."""
+    if body.get("tools"):
+        return
+    for message in body["messages"]:
+        if _ids(message.get("content"), "tool_use", "id") or _ids(message.get("content"), "tool_result",
+                                                                 "tool_use_id"):
+            raise BlockError("Requests which include `tool_use` or `tool_result` blocks must define tools.")
 
 
 def _ids(blocks: Any, kind: str, field: str) -> list[str]:
