@@ -150,7 +150,8 @@ def interleaved() -> list[tuple[str, int]]:
 
 
 def run(scenario: str, provider: LLMProvider) -> dict[str, Any]:
-    with TimedSimulator(keys=KEYS, groups=GROUPS, per_model=True) as sim:
+    sim = TimedSimulator(keys=KEYS, groups=GROUPS, per_model=True)
+    with sim:
         for group in GROUPS:
             for name, tpm in CLASSES.items():
                 sim.set_limits(group, server_limits(tpm), models=[f"{name}-*"])
