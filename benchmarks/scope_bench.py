@@ -179,7 +179,7 @@ def run(scenario: str, provider: LLMProvider) -> dict[str, Any]:
         timed = list(sim.timed)
         stats = sim.stats()
     per_key = {s["client_id"]: s["total_requests"] for s in status["client_statuses"]}
-    group_of = {i: group for group, members in GROUPS.items() for i in members}
+    group_of: dict[int | None, str] = {i: group for group, members in GROUPS.items() for i in members}
     rows = []
     for name, tpm in CLASSES.items():
         mine = [item for item in calls if item[0] == name]
