@@ -25,7 +25,6 @@ ANTHROPIC_VERSION = "2023-06-01"
 # back to the local estimate. status_code stays the server's (404, 405, 501).
 # Where a request id may be found when ``request-id`` is absent (gateways,
 # compatible servers), in order.
-_REQUEST_ID_HEADERS = ("request-id", "x-request-id", "anthropic-request-id", "x-amzn-requestid")
 
 
 def _body_id(data: Any) -> Optional[str]:
@@ -40,7 +39,7 @@ def _body_id(data: Any) -> Optional[str]:
 
 class AnthropicProvider(Provider):
     kind = "anthropic"
-    request_id_header = "request-id"
+    request_id_headers = ("request-id", "x-request-id", "anthropic-request-id", "x-amzn-requestid")
     completion_path = "/v1/messages"
     # Whether the server refunds unused max_tokens when the reply ends.
     refunds_output = True
@@ -96,14 +95,6 @@ class AnthropicProvider(Provider):
             blocks=parsed.blocks,
         )
 
-    def request_id(self, http: requests.Response) -> Optional[str]:
-        """``request-id``, else another request-id header a gateway or a
-        compatible server sends; scrubbed."""
-        for name in _REQUEST_ID_HEADERS:
-            value = http.headers.get(name)
-            if value:
-                return redact(value, self.sent_secrets(http))
-        return None
 
     def annotate(self, response: LLMResponse, http: requests.Response, started: float,
                  client_id: Optional[str]) -> None:

@@ -173,7 +173,11 @@ class StreamDecoder(ABC):
 
 class Provider(ABC):
     kind: str  # the wire format (registry key); ``endpoint`` is this instance's configured name
-    request_id_header: str
+    # Where the request id travels, in order of preference: the provider's
+    # own header first, then what gateways and compatible servers send
+    # (a subclass may name just one, as ``request_id_header``).
+    request_id_header: str = "x-request-id"
+    request_id_headers: tuple[str, ...] = ()
     completion_path: str
     default_prefix: str = ""  # put between a base_url with no path and completion_path
     refunds_output: bool  # the server refunds unused max_tokens at the end
@@ -270,9 +274,13 @@ class Provider(ABC):
         )
 
     def request_id(self, http: requests.Response) -> Optional[str]:
-        """The response's request id, scrubbed: a server may echo the key."""
-        value = http.headers.get(self.request_id_header)
-        return None if value is None else redact(value, self.sent_secrets(http))
+        """The response's request id (the first of ``request_id_headers``
+        it carries), scrubbed: a server may echo the key."""
+        for name in self.request_id_headers or (self.request_id_header,):
+            value = http.headers.get(name)
+            if value:
+                return redact(value, self.sent_secrets(http))
+        return None
 
     def plain_headers(self, http: requests.Response) -> dict[str, str]:
         """The response headers, names lower-cased, as errors and responses

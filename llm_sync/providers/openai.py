@@ -39,7 +39,6 @@ __all__ = ["OpenAIProvider"]
 _OFFICIAL_HOSTS = {"api.openai.com"}
 # Where OpenAI and compatible servers (gateways, Azure) put the request id,
 # in order of preference. (cf-ray names a Cloudflare hop, not the request.)
-_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "openai-request-id", "apim-request-id")
 # OpenAI's words for a quota that needs billing action, kept by gateways
 # that rewrite the error type.
 _QUOTA_MESSAGE = "exceeded your current quota"
@@ -47,7 +46,7 @@ _QUOTA_MESSAGE = "exceeded your current quota"
 
 class OpenAIProvider(Provider):
     kind = "openai"
-    request_id_header = "x-request-id"
+    request_id_headers = ("x-request-id", "request-id", "openai-request-id", "apim-request-id")
     # base_url is a prefix (``/v1``, ``/v1beta/openai``, ``/openai``); a bare host gets /v1.
     completion_path = "/chat/completions"
     default_prefix = "/v1"
@@ -145,12 +144,6 @@ class OpenAIProvider(Provider):
         return cls(redact(message or "error event in stream"), status_code=status,
                    error_type=error_type or code, code=code, provider=self.endpoint, mid_stream=True)
 
-    def request_id(self, http: requests.Response) -> Optional[str]:
-        for name in _REQUEST_ID_HEADERS:
-            value = http.headers.get(name)
-            if value:
-                return redact(value, self.sent_secrets(http))
-        return None
 
     def annotate(self, response: LLMResponse, http: requests.Response, started: float,
                  client_id: Optional[str]) -> None:
