@@ -460,8 +460,10 @@ class ProviderLimiter:
         that organisation's scopes (``endpoint:org:ID``) from now on, so
         keys of one organisation share one limit without being declared a
         group. A configured group always stands. Reservations already made
-        keep (and settle on) the scope they carry; the new scope starts as
-        any new one: probing, its limits learned from headers. Under the
+        keep (and settle on) the scope they carry. The scope moved to learns
+        from this answer's headers (they describe the organisation's
+        buckets) and counts as answered; made now, it starts at the levels
+        of the key's own scope, else it is charged this call. Under the
         lock. The id names a scope only: it is never logged nor put in an
         error. Returns the reservation's model class under the new owner,
         and whether that scope is new; None when the key did not move."""
