@@ -17,8 +17,8 @@ input tokens each, input tokens the binding limit. Two scenarios:
             target: 0 failed, <= 1 % 429s, >= 90 % of the achievable rate
             per class
   bare      nothing configured at all: plain keys, no groups, no limits
-            (same target as learned; a key cannot tell from headers
-            that another key shares its organisation's buckets)
+            (same target as learned; the keys learn from the
+            organisation header of their answers which share buckets)
 
 A class's "minimum" is computed from the bucket maths: group g can have
 admitted floor((capacity_g + rate_g * T) / cost) calls of that class by

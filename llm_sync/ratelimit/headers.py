@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Mapping, Optional
 
-__all__ = ["HeaderLimit", "parse_rate_limit_headers", "parse_duration", "parse_rfc3339", "DIMENSIONS",
+__all__ = ["HeaderLimit", "parse_rate_limit_headers", "parse_organization", "ORGANIZATION_HEADERS", "parse_duration", "parse_rfc3339", "DIMENSIONS",
            "PLAUSIBLE_MIN_LIMIT", "PLAUSIBLE_MAX_LIMIT", "PLAUSIBLE_MAX_RESET"]
 
 # Our dimensions: requests, input tokens, output tokens, and the combined
@@ -47,6 +47,12 @@ PLAUSIBLE_MAX_LIMIT = 1e10
 # (requests per day). A reset further off is dropped (the limit and
 # remaining figures of that dimension are kept).
 PLAUSIBLE_MAX_RESET = 86_400.0
+
+# The headers naming the organisation that answered (Anthropic, OpenAI).
+ORGANIZATION_HEADERS = ("anthropic-organization-id", "openai-organization")
+# What an organisation id may look like to be believed: it names a scope
+# (and shows in status), so nothing long or odd is taken from a server.
+_ORGANIZATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _PLAIN_NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -153,3 +159,17 @@ def parse_rate_limit_headers(headers: Mapping[str, str], wall_now: float,
         else:
             kept[dimension] = checked
     return kept
+
+
+def parse_organization(headers: Mapping[str, str]) -> Optional[str]:
+    """The organisation that answered (``anthropic-organization-id`` or
+    ``openai-organization``; ``headers`` with lower-case names), or None
+    when absent or not a plausible id (letters, digits, ``_.:-``, at most
+    128 characters)."""
+    for name in ORGANIZATION_HEADERS:
+        value = headers.get(name)
+        if value is not None:
+            value = value.strip()
+            if _ORGANIZATION.fullmatch(value):
+                return value
+    return None

@@ -163,6 +163,11 @@ class Reservation:
     scope: Scope
     sent_at: Optional[float] = None
     done: bool = False
+    # Set when this call's answer moved its key to its organisation's
+    # scopes: that scope (this call's model class) and what the headers
+    # say of it, for the limiter to charge and sync it too; and whether that
+    # scope is new (it then takes over this scope's levels).
+    moved: Optional[tuple[Scope, dict[str, Observation], bool]] = None
 
 
 def config_limits(config: Optional[RateLimitConfig]) -> dict[str, float]:
@@ -180,10 +185,15 @@ class KeyLimiter:
     ``scope``, ``in_flight``, ``answered``, ``unsent``... describe."""
 
     def __init__(self, index: int, client_id: str, config: Optional[RateLimitConfig], *,
-                 refunds_output: bool, owner: Optional[str] = None, home: Optional[Scope] = None) -> None:
+                 refunds_output: bool, owner: Optional[str] = None, home: Optional[Scope] = None,
+                 grouped: bool = False) -> None:
         self.index = index
         self.client_id = client_id
         self.owner = owner or client_id
+        # A configured group is never overridden by the organisation a
+        # server names; an ungrouped key's owner may become that
+        # organisation's (``endpoint:org:ID``) once it answers.
+        self.grouped = grouped
         self.config = config
         self.refunds_output = refunds_output
         self.configured = config_limits(config)

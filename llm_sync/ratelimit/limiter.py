@@ -46,7 +46,7 @@ from ..config import RateLimitConfig
 from ..errors import LLMClosedError, LLMRateLimitError, LLMValidationError
 from ..tokens import plausible_count
 from .backends import MemoryBackend, RateLimitBackend
-from .headers import parse_rate_limit_headers
+from .headers import parse_organization, parse_rate_limit_headers
 from .key import PROBE_IN_FLIGHT, TRANSIT_MARGIN, Cost, KeyLimiter, Reservation, Scope
 from .scopes import Scopes
 from .state import NO_WAIT, Observation, Quote
@@ -102,12 +102,13 @@ class ProviderLimiter:
         self.wall_clock = wall_clock
         self.backend = backend if backend is not None else MemoryBackend(clock)
         self.scopes = Scopes(model_classes, default_model, refunds_output=refunds_output)
+        self._prefix = name or "group"
         self._cond = threading.Condition(threading.Lock())
         self.keys = []
         for i, (cid, cfg) in enumerate(keys):
             group = groups[i] if i < len(groups) else None
-            owner = f"{name or 'group'}:{group}" if group else cid
-            key = KeyLimiter(i, cid, cfg, refunds_output=refunds_output, owner=owner)
+            owner = f"{self._prefix}:{group}" if group else cid
+            key = KeyLimiter(i, cid, cfg, refunds_output=refunds_output, owner=owner, grouped=bool(group))
             key.home = self.scopes.resolve(key, default_model)
             self.keys.append(key)
         for key in self.keys:
@@ -380,7 +381,7 @@ class ProviderLimiter:
             if reservation.done:
                 return
             observations, _ = self._observations(reservation, headers, in_flight=reservation.amounts)
-        self._apply(reservation, None, observations, True)
+        self._apply(reservation, None, observations, True, ended=False)
 
     def refund(self, reservation: Reservation, headers: Optional[Mapping[str, str]] = None, *,
                keep_request: bool = False, answered: bool = True) -> None:
@@ -437,6 +438,7 @@ class ProviderLimiter:
                       in_flight: Optional[Mapping[str, float]] = None) -> tuple[dict[str, Observation], bool]:
         """What the headers say, ready for the backend; and whether they
         described any limit at all (an answer, even if nothing to sync)."""
+        moved = self._learn_organization(reservation, headers)
         rejected: list[str] = []
         reported = parse_rate_limit_headers(headers, self.wall_clock(), rejected)
         if rejected:
@@ -444,22 +446,82 @@ class ProviderLimiter:
             self._warn_once(key, "headers", f"{key.client_id}: ignored rate-limit headers outside plausible "
                                             f"bounds ({', '.join(rejected)}); the key keeps its current limits")
         since = self.clock() - reservation.sent_at if reservation.sent_at is not None else 0.0
+        if moved:
+            # The headers describe the organisation's buckets: the new scope
+            # learns from them too (the call was never charged there, so no
+            # local counts), and _apply charges it the call.
+            new, fresh = moved
+            reservation.moved = (new, new.observations(reported, since, pending_refund), fresh)
         return reservation.scope.observations(reported, since, pending_refund, in_flight), bool(reported)
 
+    def _learn_organization(self, reservation: Reservation,
+                            headers: Mapping[str, str]) -> Optional[tuple[Scope, bool]]:
+        """An ungrouped key whose answer names its organisation draws on
+        that organisation's scopes (``endpoint:org:ID``) from now on, so
+        keys of one organisation share one limit without being declared a
+        group. A configured group always stands. Reservations already made
+        keep (and settle on) the scope they carry. The scope moved to learns
+        from this answer's headers (they describe the organisation's
+        buckets) and counts as answered; made now, it starts at the levels
+        of the key's own scope, else it is charged this call. Under the
+        lock. The id names a scope only: it is never logged nor put in an
+        error. Returns the reservation's model class under the new owner,
+        and whether that scope is new; None when the key did not move."""
+        key = reservation.key
+        if key.grouped:
+            return None
+        organization = parse_organization(headers)
+        if organization is None:
+            return None
+        owner = f"{self._prefix}:org:{organization}"
+        if owner == key.owner:
+            return None
+        key.owner = owner
+        moved = self.scopes.moved(reservation.scope, owner)
+        # Scopes resolve from key.owner; the one cached on the key is its
+        # default model's.
+        key.home = self.scopes.resolve(key, self.scopes.default_model)
+        return moved
+
     def _apply(self, reservation: Reservation, delta: Optional[Mapping[str, float]],
-               observations: Mapping[str, Observation], ends_probing: bool) -> None:
+               observations: Mapping[str, Observation], ends_probing: bool, *, ended: bool = True) -> None:
         """The backend half of a settlement, without the lock; then wake
-        the line."""
+        the line. A scope the key moved to (its organisation's) is charged
+        what the call cost when it ``ended``; a stream's opening headers
+        (not ended: it settles on its own scope) only sync it."""
         scope = reservation.scope
+        self._declare(reservation.key.home)  # new when the key learned its organisation
+        with self._cond:
+            moved, reservation.moved = reservation.moved, None
         try:
             if delta and any(delta.values()):
                 self.backend.adjust(scope.id, delta)
             if observations:
                 self.backend.sync(scope.id, observations)
+            if moved is not None:
+                new, new_observations, fresh = moved
+                self._declare(new)
+                if fresh:
+                    # The key's own buckets so far are the best guess of
+                    # its organisation's: the new scope starts at their
+                    # levels (what they owe), rather than full.
+                    owed = {d: view.capacity - view.level
+                            for d, view in self.backend.snapshot(scope.id).buckets.items()}
+                    if not ended:  # a stream still open settles on its own scope: not owed here
+                        owed = {d: max(0.0, amount - reservation.amounts.get(d, 0.0)) for d, amount in owed.items()}
+                    self.backend.adjust(new.id, owed)
+                else:
+                    charge = {d: amount + (delta or {}).get(d, 0.0) for d, amount in reservation.amounts.items()}
+                    if ended and any(charge.values()):
+                        self.backend.adjust(new.id, charge)
+                if new_observations:
+                    self.backend.sync(new.id, new_observations)
         finally:
             with self._cond:
                 if ends_probing:
                     scope.answered = True
+                    if moved is not None:  # that organisation has answered, with its figures
+                        moved[0].answered = True
                 self._changed()
             if self._warnings:
                 self._log_warnings()

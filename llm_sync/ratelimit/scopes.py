@@ -59,6 +59,19 @@ class Scopes:
             scope = self._scopes[sid] = Scope(key.owner, model_class, config, refunds_output=self.refunds_output)
         return scope
 
+    def moved(self, scope: Scope, owner: str) -> tuple[Scope, bool]:
+        """``scope``'s model class under another owner (a key that learned
+        its organisation), made on first use with ``scope``'s configured
+        limits; and whether it was made now."""
+        sid = scope_id(owner, scope.model_class)
+        found = self._scopes.get(sid)
+        if found is not None:
+            return found, False
+        found = self._scopes[sid] = Scope(owner, scope.model_class, None, refunds_output=self.refunds_output)
+        found.configured = dict(scope.configured)
+        found.burst_seconds = scope.burst_seconds
+        return found, True
+
     def label(self, scope: Scope) -> str:
         """How status names a scope: its class (or model)."""
         return scope.model_class or self.default_model

@@ -117,9 +117,20 @@ class Exchange:
         handler.send_response(status)
         id_header = "x-request-id" if self.family == "openai" else "request-id"
         handler.send_header(id_header, self.request_id)
-        for name, value in {**headers, **self.extra_headers}.items():
+        for name, value in {**headers, **self._organization(), **self.extra_headers}.items():
             handler.send_header(name, value)
         handler.end_headers()
+
+    def _organization(self) -> dict[str, str]:
+        """Which organisation answered, as the providers say it: the group's
+        name for a grouped key, else ``org-key-<index>``; nothing for a key
+        the simulator does not know."""
+        if self.key_index is None:
+            return {}
+        scope = self.sim._scope_name(self.key_index)
+        org = scope[len("group:"):] if scope.startswith("group:") else f"org-key-{self.key_index}"
+        name = "openai-organization" if self.family == "openai" else "anthropic-organization-id"
+        return {name: org}
 
     def send_bytes(
         self,

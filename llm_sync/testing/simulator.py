@@ -64,7 +64,10 @@ class Simulator:
     (per organisation, per model). By default each key is its own scope;
     ``groups={"acme": [0, 1], "beta": [2, 3]}`` (or :meth:`set_group`) makes
     keys members of an organisation: they share one set of buckets (so one
-    429 state) and one prompt cache. ``set_limits(scope, SimLimits(...),
+    429 state) and one prompt cache. Every answer names the organisation
+    that answered, as the providers do (``anthropic-organization-id`` on
+    Anthropic routes, ``openai-organization`` on OpenAI's): the group's name
+    for a grouped key, else ``org-key-<index>``. ``set_limits(scope, SimLimits(...),
     models=["claude-opus-*"])`` declares a model class: models matching any of
     its ``fnmatch`` patterns share one set of buckets with those limits.
     Models no class matches use the scope's default limits (``limits``, or

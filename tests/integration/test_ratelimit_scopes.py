@@ -140,3 +140,58 @@ def test_status_shows_the_buckets_of_each_model_class(managers):
         opus = status["models"]["claude-opus-*"]
         assert opus["limits"]["requests_per_minute"] == 30  # configured, below the server's 60
         assert 27 <= opus["requests_remaining"] <= 28  # both opus models charged one bucket
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_keys_of_one_organisation_share_its_limit_learned_from_the_answers(managers, provider):
+    # Nothing configured in llm_sync: the keys learn from the organisation
+    # header of their answers that they share one limit.
+    with Simulator(keys=("k0", "k1"), groups={"g1": [0, 1]}) as sim:
+        sim.set_limits("g1", SimLimits(requests_per_minute=1200, burst_seconds=1))
+        manager = _manager(managers, sim, provider)
+        client = manager.get_client(provider)
+        limiter = manager._runtime(provider).limiter
+        k0, k1 = limiter.keys
+        assert limiter.scope_for(k0) is not limiter.scope_for(k1)
+        calls = 100
+        with ThreadPoolExecutor(16) as pool:
+            replies = list(pool.map(lambda i: client.complete(f"org {i}", max_tokens=8), range(calls)))
+        assert len(replies) == calls
+        assert limiter.scope_for(k0) is limiter.scope_for(k1)
+        assert k0.owner == k1.owner == f"{provider}:org:g1"
+        statuses = _statuses(sim)
+        assert statuses.count(429) <= calls // 100, sim.stats()
+        assert statuses.count(200) == calls
+        first, second = (status["rate_limit_status"] for status in manager.get_status(provider)["client_statuses"])
+        assert first["limits"] == second["limits"] == {"requests_per_minute": 1200}
+        assert "g1" not in repr(manager.get_status(provider)).replace(f"{provider}:org:g1", "")
+
+
+def test_the_simulator_names_the_organisation_on_every_answer():
+    with Simulator(keys=("k0", "k1", "k2"), groups={"g1": [0, 1]}) as sim:
+        sim.set_limits("g1", SimLimits(requests_per_minute=1))
+        import http.client
+        import json
+        from urllib.parse import urlsplit
+
+        where = urlsplit(sim.base_url)
+        body = json.dumps({"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]})
+
+        def ask(path: str, headers: dict[str, str]) -> tuple[int, Any]:
+            connection = http.client.HTTPConnection(where.hostname, where.port, timeout=5)
+            connection.request("POST", path, body, {"content-type": "application/json", **headers})
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+            return response.status, response.headers
+
+        anthropic = {"anthropic-version": "2023-06-01"}
+        status, headers = ask("/v1/messages", {**anthropic, "x-api-key": "k0"})
+        assert status == 200 and headers["anthropic-organization-id"] == "g1"
+        status, headers = ask("/v1/messages", {**anthropic, "x-api-key": "k1"})
+        assert status == 429 and headers["anthropic-organization-id"] == "g1"
+        status, headers = ask("/v1/messages", {**anthropic, "x-api-key": "k2"})
+        assert status == 200 and headers["anthropic-organization-id"] == "org-key-2"
+        status, headers = ask("/v1/chat/completions", {"authorization": "Bearer k2"})
+        assert status == 200 and headers["openai-organization"] == "org-key-2"
+        assert "anthropic-organization-id" not in headers

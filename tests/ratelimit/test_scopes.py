@@ -188,3 +188,73 @@ def test_what_one_key_of_a_group_learns_holds_for_the_whole_group() -> None:
     assert limiter.status(k2) is None  # nothing learned for the key outside the group
     # Another model on the same group is a scope of its own: not held.
     limiter.reserve(Cost(10, 10, "other"), deadline=clock[0], only=k1)
+
+
+# --- organisations learned from the answer's headers ----------------------
+def _answer(limiter: ProviderLimiter, key: Any, headers: dict[str, str], model: str = "m") -> Any:
+    reservation = limiter.reserve(Cost(10, 10, model), deadline=None, only=key)
+    limiter.mark_sent(reservation)
+    limiter.settle(reservation, 10, 10, headers)
+    return reservation
+
+
+def test_a_key_learns_its_organisation_from_an_answer() -> None:
+    limiter = _limiter([0.0], default_model="m", name="anthropic")
+    k0 = limiter.keys[0]
+    before = limiter.scope_for(k0)
+    reservation = _answer(limiter, k0, {"anthropic-organization-id": "org-abc"})
+    assert reservation.scope is before  # the reservation settled where it was made
+    assert k0.owner == "anthropic:org:org-abc"
+    after = limiter.scope_for(k0)
+    assert after is not before and after.id == "anthropic:org:org-abc|m"
+    assert k0.home is after and not after.probing  # its organisation answered
+    assert limiter.scope_for(k0, "other").owner == "anthropic:org:org-abc"
+
+
+def test_keys_answering_with_one_organisation_share_its_scopes() -> None:
+    clock = [0.0]
+    limiter = _limiter(clock, default_model="m", name="openai")
+    k0, k1, k2 = limiter.keys
+    assert limiter.scope_for(k0) is not limiter.scope_for(k1)
+    _answer(limiter, k0, {"openai-organization": "org-1"})
+    _answer(limiter, k1, {"openai-organization": "org-1"})
+    _answer(limiter, k2, {"openai-organization": "org-2"})
+    assert limiter.scope_for(k0) is limiter.scope_for(k1)
+    assert limiter.scope_for(k0, "x") is limiter.scope_for(k1, "x")
+    assert limiter.scope_for(k2) is not limiter.scope_for(k0)
+    # What one learns from headers is the other's limit too.
+    reset = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1e9 + clock[0] + 60))
+    _answer(limiter, k0, {"openai-organization": "org-1", "anthropic-ratelimit-requests-limit": "60",
+                          "anthropic-ratelimit-requests-remaining": "0", "anthropic-ratelimit-requests-reset": reset})
+    status = limiter.status(k1)
+    assert status is not None and status["limits"] == {"requests_per_minute": 60}
+
+
+def test_a_configured_group_is_never_overridden_by_the_organisation() -> None:
+    limiter = _limiter([0.0], groups=["g", "g", None], default_model="m", name="anthropic")
+    k0, k1, _ = limiter.keys
+    home = limiter.scope_for(k0)
+    _answer(limiter, k0, {"anthropic-organization-id": "org-other"})
+    assert k0.owner == "anthropic:g" and limiter.scope_for(k0) is home is limiter.scope_for(k1)
+
+
+@pytest.mark.parametrize("value", ["", "   ", "org with spaces", "x" * 200, "org\nx", "../etc"])
+def test_implausible_organisation_ids_are_ignored(value: str) -> None:
+    limiter = _limiter([0.0], default_model="m", name="anthropic")
+    k0 = limiter.keys[0]
+    _answer(limiter, k0, {"anthropic-organization-id": value})
+    assert k0.owner == "anthropic-0"
+
+
+def test_a_refused_or_streamed_answer_teaches_the_organisation_too() -> None:
+    limiter = _limiter([0.0], default_model="m", name="anthropic")
+    k0, k1, _ = limiter.keys
+    refused = limiter.reserve(Cost(10, 10, "m"), deadline=None, only=k0)
+    limiter.mark_sent(refused)
+    limiter.refund(refused, {"anthropic-organization-id": "org-a"}, keep_request=True)
+    streamed = limiter.reserve(Cost(10, 10, "m"), deadline=None, only=k1)
+    limiter.mark_sent(streamed)
+    limiter.observe(streamed, {"anthropic-organization-id": "org-a"})
+    assert limiter.scope_for(k0) is limiter.scope_for(k1)
+    limiter.settle(streamed, 10, 10)
+    assert streamed.scope.in_flight == 0 and streamed.scope.id == "anthropic-1|m"
