@@ -285,7 +285,7 @@ class ProviderLimiter:
         the scope's probe slots did. The call counts as unsent from before
         the backend takes it, so no probe slot and no header sync misses it."""
         with self._cond:
-            if scope.probe_full:
+            if scope.probe_full or self._moved_away(key, scope, cost):
                 return None
             scope.hold(amounts)
         try:
@@ -296,13 +296,25 @@ class ProviderLimiter:
                 self._changed()
             raise
         with self._cond:
-            if not quote.granted:
+            moved = quote.granted and self._moved_away(key, scope, cost)
+            if not quote.granted or moved:
                 scope.hold(amounts, sign=-1.0)
                 self._changed()
-                return quote
-            self._sequence += 1
-            key.last_chosen = self._sequence
-            return Reservation(key, self, amounts, cost.input_tokens, scope)
+                if not moved:
+                    return quote
+            else:
+                self._sequence += 1
+                key.last_chosen = self._sequence
+                return Reservation(key, self, amounts, cost.input_tokens, scope)
+        # The key joined its organisation's scope while we charged the old
+        # one: give the charge back (outside the lock) and choose again.
+        self.backend.adjust(scope.id, {d: -a for d, a in amounts.items()})
+        return None
+
+    def _moved_away(self, key: KeyLimiter, scope: Scope, cost: Cost) -> bool:
+        """Whether ``key`` no longer resolves to ``scope`` for this call (it
+        learned its organisation meanwhile). Under the lock."""
+        return self.scopes.resolve(key, cost.model) is not scope
 
     def _changed(self) -> None:
         """Capacity may have come free: wake the line. Under the lock."""

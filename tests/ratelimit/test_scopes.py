@@ -258,3 +258,20 @@ def test_a_refused_or_streamed_answer_teaches_the_organisation_too() -> None:
     assert limiter.scope_for(k0) is limiter.scope_for(k1)
     limiter.settle(streamed, 10, 10)
     assert streamed.scope.in_flight == 0 and streamed.scope.id == "anthropic-1|m"
+
+
+def test_a_charge_on_a_scope_the_key_just_left_is_given_back_and_chosen_again():
+    """A key that learns its organisation between choosing a scope and
+    charging it must not leave the charge on the abandoned scope."""
+    from llm_sync.ratelimit.limiter import Cost, ProviderLimiter
+
+    limiter = ProviderLimiter([("k-0", None)], refunds_output=True)
+    key = limiter.keys[0]
+    old = limiter.scopes.resolve(key, "")
+    amounts = key.amounts(Cost(100, 10))
+    before = limiter.backend.snapshot(old.id)
+    key.owner = "endpoint:org:acme"  # what learning the organisation does
+    assert limiter._take(key, old, amounts, Cost(100, 10)) is None
+    after = limiter.backend.snapshot(old.id)
+    assert {d: v.level for d, v in after.buckets.items()} == {d: v.level for d, v in before.buckets.items()}
+    assert all(abs(v) < 1e-9 for v in old.unsent.values())
