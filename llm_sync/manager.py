@@ -35,7 +35,7 @@ from .config import (
     endpoint_name,
     load_config,
 )
-from .errors import LLMClosedError, LLMConfigError, LLMError, LLMValidationError
+from .errors import LLMClosedError, LLMConfigError, LLMValidationError
 from .keys import PooledKey
 from .middleware.base import Middleware
 from .middleware.logging import LoggingMiddleware

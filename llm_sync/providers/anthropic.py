@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import requests
 
-from ..errors import LLMProviderError, redact
+from ..errors import LLMProviderError
 from ..models import LLMResponse
 from ..transport import HTTPRequest
 from .anthropic_blocks import parse_content, text_field, tools_and_choice, usage_of, wire_messages, wire_system
@@ -94,21 +94,6 @@ class AnthropicProvider(Provider):
             thinking=parsed.thinking,
             blocks=parsed.blocks,
         )
-
-
-    def annotate(self, response: LLMResponse, http: requests.Response, started: float,
-                 client_id: Optional[str]) -> None:
-        fallback = response.request_id  # from the body: scrub it like a header
-        response.request_id = None if fallback is None else redact(fallback, self.sent_secrets(http))
-        super().annotate(response, http, started, client_id)
-
-    def stream_response(self, decoder: StreamDecoder, text: str, http: Optional[requests.Response],
-                        started: float, client_id: Optional[str]) -> LLMResponse:
-        response = super().stream_response(decoder, text, None, started, client_id)
-        response.request_id = decoder.message_id
-        if http is not None:
-            self.annotate(response, http, started, client_id)
-        return response
 
     def error_fields(self, body: Any) -> tuple[Optional[str], Optional[str], Optional[str]]:
         error = body.get("error") if isinstance(body, dict) else None

@@ -365,7 +365,9 @@ class Provider(ABC):
         response.provider = LLMProvider.for_kind(self.kind)
         response.endpoint = self.endpoint
         response.client_id = client_id
-        response.request_id = self.request_id(http) or response.request_id
+        fallback = response.request_id  # from the body (a stream's message id): scrubbed like a header
+        response.request_id = self.request_id(http) or (
+            None if fallback is None else redact(fallback, self.sent_secrets(http)))
         response.latency_ms = (time.monotonic() - started) * 1000.0
         response.headers = self.plain_headers(http)
 
@@ -378,6 +380,7 @@ class Provider(ABC):
             stop_reason=self.normalize_stop_reason(decoder.stop_reason),
             usage=decoder.usage,
             raw={"id": decoder.message_id, "stop_reason": decoder.stop_reason, **decoder.extra},
+            request_id=decoder.message_id,  # kept unless a request-id header says otherwise
             tool_calls=decoder.tool_calls,
             refusal=decoder.refusal,
             thinking=decoder.thinking,

@@ -144,24 +144,6 @@ class OpenAIProvider(Provider):
         return cls(redact(message or "error event in stream"), status_code=status,
                    error_type=error_type or code, code=code, provider=self.endpoint, mid_stream=True)
 
-
-    def annotate(self, response: LLMResponse, http: requests.Response, started: float,
-                 client_id: Optional[str]) -> None:
-        """A response without a request-id header keeps the body's ``id``
-        (``chatcmpl-…``) as its request id, scrubbed like a header."""
-        fallback = response.request_id
-        super().annotate(response, http, started, client_id)
-        if response.request_id is not None and response.request_id == fallback:
-            response.request_id = redact(fallback, self.sent_secrets(http))
-
-    def stream_response(self, decoder: StreamDecoder, text: str, http: Optional[requests.Response],
-                        started: float, client_id: Optional[str]) -> LLMResponse:
-        response = super().stream_response(decoder, text, None, started, client_id)
-        response.request_id = decoder.message_id
-        if http is not None:
-            self.annotate(response, http, started, client_id)
-        return response
-
     def stream_decoder(self) -> StreamDecoder:
         return _OpenAIStream(self)
 

@@ -20,7 +20,6 @@ from ..content import (
     ThinkingBlock,
     ToolResultBlock,
     ToolUseBlock,
-    blocks_text,
 )
 from ..errors import LLMValidationError
 from ..models import Message, MessageRole, Usage
