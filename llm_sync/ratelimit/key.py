@@ -168,6 +168,9 @@ class Reservation:
     # say of it, for the limiter to charge and sync it too; and whether that
     # scope is new (it then takes over this scope's levels).
     moved: Optional[tuple[Scope, dict[str, Observation], bool]] = None
+    # Where the backend took the charges (its admission's source): they are
+    # corrected there, even if the backend has switched stores since.
+    source: Any = None
 
 
 def config_limits(config: Optional[RateLimitConfig]) -> dict[str, float]:

@@ -46,6 +46,7 @@ from ..config import RateLimitConfig
 from ..errors import LLMClosedError, LLMRateLimitError, LLMValidationError
 from ..tokens import plausible_count
 from .backends import MemoryBackend, RateLimitBackend
+from .backends.base import Admission
 from .headers import parse_organization, parse_rate_limit_headers
 from .key import PROBE_IN_FLIGHT, TRANSIT_MARGIN, Cost, KeyLimiter, Reservation, Scope
 from .scopes import Scopes
@@ -88,14 +89,16 @@ class ProviderLimiter:
     buckets; a group's id is ``name:group``). ``model_classes``: the
     ``rate_limits`` entries with ``models``, first match wins.
     ``default_model``: the model a call without one is charged to, and
-    whose figures ``status`` shows at its top level."""
+    whose figures ``status`` shows at its top level. ``key_ids``: each
+    key's name for its own buckets (default: its client id); a shared
+    backend needs one that every process holding the key derives alike."""
 
     def __init__(self, keys: list[tuple[str, Optional[RateLimitConfig]]], *, refunds_output: bool,
                  clock: Clock = time.monotonic, wall_clock: Clock = time.time, wait: Optional[Wait] = None,
                  transit_margin: float = TRANSIT_MARGIN, backend: Optional[RateLimitBackend] = None,
                  max_pause: float = DEFAULT_MAX_PAUSE, groups: Sequence[Optional[str]] = (),
                  model_classes: Sequence[RateLimitConfig] = (), default_model: str = "",
-                 name: str = "") -> None:
+                 name: str = "", key_ids: Sequence[str] = ()) -> None:
         self.transit_margin = transit_margin
         self.max_pause = max_pause
         self.clock = clock
@@ -107,7 +110,8 @@ class ProviderLimiter:
         self.keys = []
         for i, (cid, cfg) in enumerate(keys):
             group = groups[i] if i < len(groups) else None
-            owner = f"{self._prefix}:{group}" if group else cid
+            own = key_ids[i] if i < len(key_ids) else cid
+            owner = f"{self._prefix}:{group}" if group else own
             key = KeyLimiter(i, cid, cfg, refunds_output=refunds_output, owner=owner, grouped=bool(group))
             key.home = self.scopes.resolve(key, default_model)
             self.keys.append(key)
@@ -216,22 +220,36 @@ class ProviderLimiter:
                 self._check_open()
                 now, version = self.clock(), self._version
                 first = ticket is None or self._line[0] == ticket
-                scopes = [self.scopes.resolve(key, cost.model) for key in candidates]
                 plans = [_Plan(key, scope, key.amounts(cost), scope.probe_full, scope.in_flight, key.last_chosen)
-                         for key, scope in zip(candidates, scopes)]
-            # Without the lock: the backend may do I/O.
-            for scope in scopes:
-                self._declare(scope)
-            quotes = self.backend.quote_many([(p.scope.id, p.amounts) for p in plans], self.transit_margin)
-            best = self._best(plans, quotes)
-            wait = math.inf if best is None else quotes[best].wait
-            if first and best is not None and wait <= NO_WAIT:
-                outcome = self._take(plans[best].key, plans[best].scope, plans[best].amounts, cost)
-                if isinstance(outcome, Reservation):
-                    return outcome
-                if outcome is None:
-                    continue  # its probe slots went meanwhile: choose again
-                wait = outcome.wait
+                         for key in candidates for scope in (self.scopes.resolve(key, cost.model),)]
+                # The backend breaks ties in list order: fewest calls in
+                # flight first, then the key chosen longest ago.
+                plans.sort(key=lambda plan: (plan.in_flight, plan.last_chosen))
+                eligible = [not plan.probe_full for plan in plans]
+                # The head of the line may be granted any eligible key: each
+                # counts the call as unsent from before the backend takes
+                # it, so no probe slot and no header sync misses it.
+                held = [plan for plan, ok in zip(plans, eligible) if ok] if first else []
+                for plan in held:
+                    plan.scope.hold(plan.amounts)
+            try:
+                for plan in plans:  # without the lock: the backend may do I/O
+                    self._declare(plan.scope)
+                admission = self.backend.admit([(plan.scope.id, plan.amounts) for plan in plans],
+                                               self.transit_margin, take=first, eligible=eligible)
+            except BaseException:
+                self._unhold(held, None)
+                raise
+            granted = plans[admission.best] if admission.granted and admission.best is not None else None
+            reservation, woke = self._unhold(held, granted, cost, admission)
+            if reservation is not None:
+                return reservation
+            version += woke  # our own wake-up is no news to us
+            if granted is not None:
+                continue  # its key joined its organisation's scope meanwhile: choose again
+            self._refuse_oversize(plans, admission.quotes)
+            best = admission.best
+            wait = math.inf if best is None else admission.quotes[best].wait
             remaining = math.inf if deadline is None else deadline - now
             if ticket is None and (wait > remaining or remaining <= 0):
                 raise LLMRateLimitError.local_limit(
@@ -251,65 +269,44 @@ class ProviderLimiter:
                 if self._version == version and not self._closed:
                     self._wait(self._cond, None if math.isinf(timeout) else timeout)
 
+    def _unhold(self, held: Sequence[_Plan], granted: Optional[_Plan], cost: Optional[Cost] = None,
+                admission: Optional[Admission] = None) -> tuple[Optional[Reservation], int]:
+        """Undo the holds of every plan but the one granted; make that one's
+        reservation. None when nothing was granted, or when the granted key
+        joined its organisation's scope while the backend charged the old
+        one: that charge is given back (outside the lock). Also how many
+        times this woke the line (a probe slot held is free again)."""
+        with self._cond:
+            for plan in held:
+                if plan is not granted:
+                    plan.scope.hold(plan.amounts, sign=-1.0)
+            if granted is None or cost is None or admission is None:
+                if any(plan.scope.probing for plan in held):
+                    self._changed()
+                    return None, 1
+                return None, 0
+            if not self._moved_away(granted.key, granted.scope, cost):
+                self._sequence += 1
+                granted.key.last_chosen = self._sequence
+                return Reservation(granted.key, self, granted.amounts, cost.input_tokens, granted.scope,
+                                   source=admission.source), 0
+            granted.scope.hold(granted.amounts, sign=-1.0)
+            self._changed()
+        self.backend.settle(granted.scope.id, {d: -a for d, a in granted.amounts.items()}, None, admission.source)
+        return None, 1
+
     def _check_open(self) -> None:
         if self._closed:
             raise LLMClosedError("the rate limiter is closed: its manager was closed")
 
     @staticmethod
-    def _best(plans: Sequence[_Plan],
-              quotes: Sequence[Quote]) -> Optional[int]:
-        """Which plan's key admits soonest. Ties go to the key with most
-        headroom left, so traffic spreads in proportion to each key's
-        limits. None when every usable key is probing."""
-        best: Optional[tuple[tuple[float, float, int, int], int]] = None
-        reasons = []
-        for index, (plan, quote) in enumerate(zip(plans, quotes)):
-            if quote.oversize:
-                reasons.append(f"{plan.key.client_id}: {quote.oversize}")
-                continue
-            if plan.probe_full:
-                continue  # wait for its first answer
-            rank = (quote.wait, -quote.headroom, plan.in_flight, plan.last_chosen)
-            if best is None or rank < best[0]:
-                best = (rank, index)
-        if len(reasons) == len(plans):
+    def _refuse_oversize(plans: Sequence[_Plan], quotes: Sequence[Quote]) -> None:
+        """LLMValidationError when no key could ever admit the call."""
+        reasons = [f"{plan.key.client_id}: {quote.oversize}" for plan, quote in zip(plans, quotes) if quote.oversize]
+        if reasons and len(reasons) == len(plans):
             raise LLMValidationError(
                 "the request is larger than a whole rate-limit bucket and can never be sent: " + "; ".join(reasons)
             )
-        return None if best is None else best[1]
-
-    def _take(self, key: KeyLimiter, scope: Scope, amounts: dict[str, float],
-              cost: Cost) -> Optional[Reservation | Quote]:
-        """Charge ``scope`` (of ``key``) in the backend: a reservation; or
-        the backend's quote when the capacity went meanwhile; or None when
-        the scope's probe slots did. The call counts as unsent from before
-        the backend takes it, so no probe slot and no header sync misses it."""
-        with self._cond:
-            if scope.probe_full or self._moved_away(key, scope, cost):
-                return None
-            scope.hold(amounts)
-        try:
-            quote = self.backend.acquire(scope.id, amounts, self.transit_margin)
-        except BaseException:
-            with self._cond:
-                scope.hold(amounts, sign=-1.0)
-                self._changed()
-            raise
-        with self._cond:
-            moved = quote.granted and self._moved_away(key, scope, cost)
-            if not quote.granted or moved:
-                scope.hold(amounts, sign=-1.0)
-                self._changed()
-                if not moved:
-                    return quote
-            else:
-                self._sequence += 1
-                key.last_chosen = self._sequence
-                return Reservation(key, self, amounts, cost.input_tokens, scope)
-        # The key joined its organisation's scope while we charged the old
-        # one: give the charge back (outside the lock) and choose again.
-        self.backend.adjust(scope.id, {d: -a for d, a in amounts.items()})
-        return None
 
     def _moved_away(self, key: KeyLimiter, scope: Scope, cost: Cost) -> bool:
         """Whether ``key`` no longer resolves to ``scope`` for this call (it
@@ -388,10 +385,14 @@ class ProviderLimiter:
 
     def observe(self, reservation: Reservation, headers: Mapping[str, str]) -> None:
         """A stream's headers, read when it opens: its key has answered, and
-        the buckets can be synced now rather than when the stream ends."""
+        the buckets can be synced now rather than when the stream ends
+        (with a shared backend, only a scope's first answer: afterwards the
+        settlement's sync is enough, one round trip less a stream)."""
         with self._cond:
             if reservation.done:
                 return
+            if self.backend.shared and reservation.scope.answered:
+                return  # a round trip saved: the stream's settlement syncs from the same headers
             observations, _ = self._observations(reservation, headers, in_flight=reservation.amounts)
         self._apply(reservation, None, observations, True, ended=False)
 
@@ -506,10 +507,8 @@ class ProviderLimiter:
         with self._cond:
             moved, reservation.moved = reservation.moved, None
         try:
-            if delta and any(delta.values()):
-                self.backend.adjust(scope.id, delta)
-            if observations:
-                self.backend.sync(scope.id, observations)
+            if (delta and any(delta.values())) or observations:
+                self.backend.settle(scope.id, delta, observations, reservation.source)
             if moved is not None:
                 new, new_observations, fresh = moved
                 self._declare(new)
@@ -568,7 +567,7 @@ class ProviderLimiter:
         every scope of the key (its group's, for a grouped key) in use."""
         with self._cond:
             scopes = [scope for scope in self.scopes if scope.declared and scope.owner == key.owner]
-        snapshots = [(scope, self.backend.snapshot(scope.id)) for scope in scopes]
+        snapshots = list(zip(scopes, self.backend.snapshot_many([scope.id for scope in scopes])))
         wall_now = self.wall_clock()
         with self._cond:
             models: dict[str, dict[str, Any]] = {}

@@ -263,15 +263,29 @@ def test_a_refused_or_streamed_answer_teaches_the_organisation_too() -> None:
 def test_a_charge_on_a_scope_the_key_just_left_is_given_back_and_chosen_again():
     """A key that learns its organisation between choosing a scope and
     charging it must not leave the charge on the abandoned scope."""
-    from llm_sync.ratelimit.limiter import Cost, ProviderLimiter
-
-    limiter = ProviderLimiter([("k-0", None)], refunds_output=True)
+    limits = RateLimitConfig(requests_per_minute=60, input_tokens_per_minute=6000, output_tokens_per_minute=600)
+    limiter = ProviderLimiter([("k-0", limits)], refunds_output=True)
     key = limiter.keys[0]
     old = limiter.scopes.resolve(key, "")
-    amounts = key.amounts(Cost(100, 10))
+    old.answered = True
+    limiter._declare(old)
     before = limiter.backend.snapshot(old.id)
-    key.owner = "endpoint:org:acme"  # what learning the organisation does
-    assert limiter._take(key, old, amounts, Cost(100, 10)) is None
+    admit = limiter.backend.admit
+    moves = []
+
+    def admit_while_the_key_moves(*args, **kwargs):
+        result = admit(*args, **kwargs)
+        if not moves:  # the organisation is learned while the backend charges
+            key.owner = "endpoint:org:acme"
+            moves.append(result)
+        return result
+
+    limiter.backend.admit = admit_while_the_key_moves  # type: ignore[method-assign]
+    reservation = limiter.reserve(Cost(100, 10), deadline=None)
+    assert moves and moves[0].granted  # the first charge landed on the old scope...
+    assert reservation.scope is not old and reservation.scope.owner == "endpoint:org:acme"
     after = limiter.backend.snapshot(old.id)
-    assert {d: v.level for d, v in after.buckets.items()} == {d: v.level for d, v in before.buckets.items()}
+    # ... and was given back there; the call is charged on the new scope.
+    assert after.buckets["requests"].level == pytest.approx(before.buckets["requests"].level)
+    assert after.buckets["input_tokens"].level == pytest.approx(before.buckets["input_tokens"].level)
     assert all(abs(v) < 1e-9 for v in old.unsent.values())
