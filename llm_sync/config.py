@@ -423,7 +423,11 @@ class LLMConfig(_Strict):
     pool: PoolConfig = PoolConfig()
     rate_limit_backend: str = "memory"
     on_backend_error: Literal["fail_open", "fail_closed"] = "fail_open"
-    local_share: float = Field(default=1.0, gt=0.0, le=1.0)
+    # Fail-open fallback of a shared backend: each process limits itself to
+    # local_share of every limit; unset, 1/backend_processes (how many
+    # processes share the limits).
+    local_share: Optional[float] = Field(default=None, gt=0.0, le=1.0)
+    backend_processes: int = Field(default=1, ge=1, le=100_000)
 
     @field_validator("providers", mode="before")
     @classmethod
@@ -461,6 +465,12 @@ class LLMConfig(_Strict):
         if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be 'memory' or a redis:// URL")
         return value
+
+    @property
+    def fallback_share(self) -> float:
+        """The share of each limit a process keeps when a shared backend
+        fails open."""
+        return self.local_share if self.local_share is not None else 1.0 / self.backend_processes
 
     def __repr_args__(self) -> Iterator[tuple[Optional[str], Any]]:
         """A ``redis://:password@host`` backend URL shows without its password."""

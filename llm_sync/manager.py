@@ -47,6 +47,10 @@ from .models import LLMProvider
 from .pipeline import Pipeline
 from .pool import KeyPool
 from .providers import create_provider
+from .ratelimit.backends import RateLimitBackend
+from .ratelimit.backends.failover import FailoverBackend
+from .ratelimit.backends.redis_store import RedisBackend
+from .ratelimit.key import key_id
 from .ratelimit.limiter import ProviderLimiter
 from .transport import build_session, is_loopback
 
@@ -60,7 +64,8 @@ ConfigSource = Union[LLMConfig, Mapping[str, Any], str, Path, None]
 class _EndpointRuntime:
     """What the manager keeps per endpoint."""
 
-    def __init__(self, name: str, config: LLMConfig, clocks: "Clocks") -> None:
+    def __init__(self, name: str, config: LLMConfig, clocks: "Clocks",
+                 backend: Optional[RateLimitBackend] = None) -> None:
         settings = config.endpoint(name)
         pool_config = config.pool_for(name)
         kind = config.kind_of(name)
@@ -80,7 +85,8 @@ class _EndpointRuntime:
             refunds_output=self.provider.refunds_output,
             clock=clocks.clock, wall_clock=clocks.wall_clock, wait=clocks.wait, max_pause=settings.max_pause,
             groups=[settings.key_group(key.index) for key in keys], model_classes=settings.model_classes,
-            default_model=self.default_model or "", name=name,
+            default_model=self.default_model or "", name=name, backend=backend,
+            key_ids=[key_id(secret.get_secret_value()) for secret in settings.api_keys],
         )
         for key in keys:
             for middleware in default_chain(settings, self.limiter, key.index, clocks):
@@ -118,6 +124,15 @@ class Clocks:
     sleep: Callable[[float], None] = time.sleep
 
 
+def build_backend(config: LLMConfig, clocks: "Clocks") -> Optional[RateLimitBackend]:
+    """The shared rate-limit backend ``rate_limit_backend`` names, behind
+    its ``on_backend_error`` policy; None for ``memory``."""
+    if config.rate_limit_backend == "memory":
+        return None
+    return FailoverBackend(RedisBackend(config.rate_limit_backend), on_error=config.on_backend_error,
+                           local_share=config.fallback_share, clock=clocks.clock, local_clock=clocks.clock)
+
+
 def default_chain(settings: ProviderConfig, limiter: ProviderLimiter, index: int,
                   clocks: Clocks) -> list[Middleware]:
     """Every key's chain, outermost first — the one place the order lives:
@@ -150,13 +165,6 @@ class LLMManager:
 
     def __init__(self, config: ConfigSource = None, *, clocks: Optional[Clocks] = None) -> None:
         self.config = load_config(config)
-        if self.config.rate_limit_backend != "memory":
-            # Accepted by the schema (the contract names it) but not built
-            # yet: refusing beats silently limiting per process only.
-            raise LLMConfigError(
-                "rate_limit_backend: limits shared through Redis are not available in this version; "
-                "use 'memory' (limits per process)"
-            )
         self._lock = threading.Lock()
         self._closed = False
         self._pid = os.getpid()
@@ -164,7 +172,11 @@ class LLMManager:
         clocks = clocks or Clocks()
         if clocks.sleep is time.sleep:  # a retry's backoff ends at close(), not after it
             clocks = dataclasses.replace(clocks, sleep=self._nap)
-        self._runtimes = {name: _EndpointRuntime(name, self.config, clocks) for name in self.config.providers}
+        # One shared backend for every endpoint (one connection pool); with
+        # ``memory``, each endpoint's limiter keeps its own.
+        self._backend = build_backend(self.config, clocks)
+        self._runtimes = {name: _EndpointRuntime(name, self.config, clocks, self._backend)
+                          for name in self.config.providers}
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "LLMManager":
@@ -240,7 +252,11 @@ class LLMManager:
         return {name: runtime.pool for name, runtime in self._runtimes.items()}
 
     def get_status(self, provider: Union[LLMProvider, str]) -> dict[str, Any]:
-        return self._runtime(provider).pool.status()
+        """The pool's status, and ``rate_limit_backend``: which backend holds
+        the limits and whether it serves (for Redis: its URL without
+        password, ``mode`` shared or local fallback, errors, round trips)."""
+        runtime = self._runtime(provider)
+        return {**runtime.pool.status(), "rate_limit_backend": runtime.limiter.backend.health()}
 
     def metrics(self, provider: Union[LLMProvider, str]) -> dict[str, Any]:
         """Every key's MetricsMiddleware of ``provider``, aggregated."""
@@ -313,6 +329,8 @@ class LLMManager:
                     _log.warning("closing %s raised %s; close goes on", runtime.pool.name, type(exc).__name__)
                 except BaseException as exc:  # Ctrl-C: finish closing first
                     interrupt = interrupt or exc
+        if self._backend is not None and self._pid == os.getpid():
+            self._backend.close()
         if interrupt is not None:
             raise interrupt
 

@@ -422,10 +422,22 @@ def test_yaml_syntax_error_names_position_but_never_quotes_the_line(tmp_path):
     assert "line" in str(info.value)
 
 
-def test_redis_backend_is_refused_until_it_exists_rather_than_ignored():
-    with pytest.raises(LLMConfigError, match="rate_limit_backend"):
-        LLMManager.from_dict({"providers": {"anthropic": {"api_keys": ["k"]}},
-                              "rate_limit_backend": "redis://127.0.0.1:6379/0"})
+def test_a_redis_backend_is_built_and_shown_without_its_password():
+    """Status names the backend; one at a dead port has failed open."""
+    with LLMManager.from_dict({"providers": {"anthropic": {"api_keys": ["k"]}},
+                               "rate_limit_backend": "redis://:s3cret-pw@127.0.0.1:1/0",
+                               "backend_processes": 4}) as manager:
+        backend = manager.get_status("anthropic")["rate_limit_backend"]
+        assert backend["backend"] == "redis" and backend["mode"] == "local" and not backend["healthy"]
+        assert backend["fallbacks"] == 1 and "ConnectionError" in backend["last_error"]
+        assert backend["local_share"] == 0.25 and backend["on_backend_error"] == "fail_open"
+        assert "s3cret-pw" not in repr(backend) and "127.0.0.1:1" in backend["url"]
+        assert "s3cret-pw" not in repr(manager.config)
+
+
+def test_the_memory_backend_is_the_default_and_shown():
+    with LLMManager.from_dict({"providers": {"anthropic": {"api_keys": ["k"]}}}) as manager:
+        assert manager.get_status("anthropic")["rate_limit_backend"] == {"backend": "memory", "healthy": True}
 
 
 # --- endpoints: names and kinds ---------------------------------------------------------

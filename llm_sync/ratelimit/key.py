@@ -17,6 +17,7 @@ that owns them.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Protocol
@@ -25,7 +26,7 @@ from ..config import RateLimitConfig
 from .headers import DIMENSIONS, HeaderLimit
 from .state import CONFIG_FIELDS, Observation, ScopeSnapshot
 
-__all__ = ["Cost", "Reservation", "KeyLimiter", "Scope", "scope_id", "PROBE_IN_FLIGHT", "TRANSIT_MARGIN",
+__all__ = ["Cost", "Reservation", "KeyLimiter", "Scope", "scope_id", "key_id", "PROBE_IN_FLIGHT", "TRANSIT_MARGIN",
            "CALIBRATION_WEIGHT"]
 
 # Before a key without configured limits has answered once, this many of
@@ -56,6 +57,13 @@ class Cost:
     input_tokens: int
     output_tokens: int
     model: str = ""
+
+
+def key_id(secret: str) -> str:
+    """A key's name for its own buckets, the same in every process that
+    holds the key (so a shared backend shares them), and no clue to the
+    key: a hash of it."""
+    return "key:" + hashlib.sha256(b"llm_sync key\0" + secret.encode("utf-8")).hexdigest()[:24]
 
 
 def scope_id(owner: str, model_class: str) -> str:
