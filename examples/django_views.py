@@ -9,9 +9,9 @@ In your project::
     LLM_SYNC_CONFIG = BASE_DIR / "config" / "llm.yaml"
     LLM_SYNC_ENDPOINT = "anthropic"
 
-    # urls.py
+    # urls.py (this file copied into your app as llm_views.py)
     from django.urls import path
-    from examples.django_views import complete_view, stream_view, status_view
+    from myapp.llm_views import complete_view, stream_view, status_view
     urlpatterns = [
         path("llm/complete", complete_view),
         path("llm/stream", stream_view),

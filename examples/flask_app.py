@@ -12,7 +12,7 @@ Offline, against the built-in simulator (no key)::
 For real, under gunicorn, the config from ``$LLM_SYNC_CONFIG`` (or
 ``./config/llm.yaml``, or ``ANTHROPIC_API_KEY``)::
 
-    gunicorn -w 4 --threads 8 --preload 'examples.flask_app:create_app()'
+    gunicorn -w 4 --threads 8 --preload --chdir examples 'flask_app:create_app()'
 
 One manager per worker process: ``get_llm_manager()`` is a process-wide
 singleton, shared by the worker's threads. With ``--preload`` the app is
