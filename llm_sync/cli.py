@@ -1,8 +1,14 @@
 """The ``llm-sync`` command line.
 
     llm-sync demo                 everything, offline, against the simulator
+    llm-sync check                completion, stream, conversation, pool status
+    llm-sync chat                 an interactive session (reads piped input too)
+    llm-sync load-test -n N -c C  throughput, latency percentiles, 429s, keys
     llm-sync complete "PROMPT"    one call to a configured endpoint
     llm-sync simulate             run the simulator until Ctrl-C
+
+``check``, ``chat`` and ``load-test`` take ``--config`` (default
+``$LLM_SYNC_CONFIG``) or ``--simulate``; each lives in ``llm_sync.commands``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import time
 from typing import Any, Optional, Sequence, TextIO
 
 from . import __version__
+from .commands import chat, check, load_test
+from .commands.target import write_status
 from .errors import LLMError
 from .manager import LLMManager
 from .models import LLMProvider, Message, MessageRole
@@ -27,22 +35,6 @@ DEMO_LOCAL_KEY = "sk-demo-local-key"  # the named endpoint's own key
 DEMO_LIMITS = {"requests_per_minute": 120, "input_tokens_per_minute": 60_000,
                "output_tokens_per_minute": 12_000, "tokens_per_minute": 72_000, "burst_seconds": 2.0}
 DEMO_BATCH = 32
-
-
-def _print_status(manager: LLMManager, provider: str, out: TextIO) -> None:
-    status = manager.get_status(provider)
-    out.write(
-        f"  pool: {status['available_clients']}/{status['total_clients']} leases free, "
-        f"{status['queue_size']} waiting, {status['in_flight']} in flight\n"
-    )
-    for key in status["client_statuses"]:
-        limits = key["rate_limit_status"]
-        extra = (f", {limits['requests_remaining']} requests and {limits['tokens_remaining']} tokens left "
-                 f"(limits {limits['limits']['requests_per_minute']:.0f} rpm)") if limits else ""
-        out.write(
-            f"    {key['client_id']}: {key['total_requests']} requests, "
-            f"{key['failed_requests']} failed{extra}\n"
-        )
 
 
 def run_demo(out: TextIO = sys.stdout) -> int:
@@ -98,7 +90,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
             out.write("\n5. pool status\n")
             for provider in manager.providers:
                 out.write(f" {provider}\n")
-                _print_status(manager, provider, out)
+                write_status(manager, provider, out)
     out.write("\nDone: no network beyond 127.0.0.1 was used.\n")
     return 0
 
@@ -145,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llm-sync {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="run offline against the built-in simulator")
+    for command in (check, chat, load_test):
+        command.add_parser(commands)
     complete = commands.add_parser("complete", help="one completion from the configured provider")
     complete.add_argument("prompt")
     complete.add_argument("--provider", metavar="ENDPOINT",
@@ -168,10 +162,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return run_demo()
         if args.command == "complete":
             return run_complete(args)
-        return run_simulate(args)
+        if args.command == "simulate":
+            return run_simulate(args)
+        return int(args.handler(args))
     except LLMError as exc:
         sys.stderr.write(f"llm-sync: {type(exc).__name__}: {exc}\n")
         return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("\nllm-sync: interrupted\n")
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

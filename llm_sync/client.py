@@ -8,9 +8,9 @@ mutable state. Argument checking happens here, before any network I/O.
 from __future__ import annotations
 
 import os
-import sys
 import threading
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor
+from concurrent.futures import wait as _wait
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 from pydantic import BaseModel
@@ -30,11 +30,13 @@ from .arguments import (
     stop_list,
 )
 from .call import UNSET, CallOptions, Unset
+from .cancel import CancelScope
 from .content import ContentBlock
 from .errors import LLMClosedError, LLMValidationError
 from .models import LLMResponse, MessagesInput, normalize_messages
 from .pipeline import Pipeline
 from .pool import KeyPool
+from .progress import Progress, reporter
 from .providers.base import LLMRequest
 from .sendable import utf8_problem
 from .streaming import Stream
@@ -45,11 +47,15 @@ __all__ = ["LLMClient"]
 
 # Body fields the client sets itself; passing them as extras is a mistake.
 _RESERVED = frozenset({"messages", "stream", "stream_options"})
-Progress = Union[bool, Callable[[int, int], Any]]
 # A system prompt: text, or text blocks (typed or native dicts, cache_control kept).
 SystemInput = Union[str, Sequence[Union[ContentBlock, dict[str, Any]]], None]
 # How often complete_batch's waiting thread looks up (for a Ctrl-C).
 _BATCH_POLL = 0.1
+# After an interrupt, how long complete_batch waits for its cut calls to end
+# (and then joins its threads); a call still sleeping in a retry backoff
+# is left to end on its own rather than hold up the Ctrl-C.
+_CANCEL_GRACE = 1.0
+BATCH_THREAD_PREFIX = "llm-sync-batch"
 
 
 class WorkerThreads:
@@ -220,10 +226,16 @@ class LLMClient:
         would only queue for a lease, and an item must never fail merely
         because the batch has more workers than leases.
 
+        ``progress=True`` draws a bar on stderr (tqdm with the ``[progress]``
+        extra, else a plain line); a callable gets ``(done, total)``.
+
         Ctrl-C (KeyboardInterrupt), or any exception raised by ``progress``,
-        stops the batch at once: items not started are cancelled, the
-        exception is raised within a fraction of a second, and calls
-        already in flight finish (or fail) on their own in the background.
+        stops the batch at once: items not started are cancelled, calls in
+        flight are cut (see :mod:`llm_sync.cancel`: they fail, never
+        retried, and their Sessions go back to the pool), the batch's
+        threads are joined, and the exception is raised within about a
+        second. A call caught sleeping in a retry backoff ends on its own
+        when the backoff does, without sending again.
         """
         items = list(items)
         for index, item in enumerate(items):
@@ -236,43 +248,51 @@ class LLMClient:
         if not items:
             return []
         workers = min(len(items), max_workers or self._pool.max_size, self._pool.max_size)
-        report = _progress_reporter(progress, len(items))
+        report = reporter(progress, len(items), desc=f"{self.provider} batch")
         results: list[Any] = [None] * len(items)
         done = 0
         done_lock = threading.Lock()
         stopped = threading.Event()  # the batch was interrupted: start nothing more
+        scope = CancelScope()  # what the batch's threads have on the wire, to cut on interrupt
 
         def run(index: int) -> None:
             nonlocal done
             if stopped.is_set():
                 return
-            try:
-                results[index] = self.complete(items[index], **kwargs)
-            except Exception as exc:  # kept in place: a batch never drops a result
-                results[index] = exc
+            with scope.entered():
+                try:
+                    results[index] = self.complete(items[index], **kwargs)
+                except Exception as exc:  # kept in place: a batch never drops a result
+                    results[index] = exc
             with done_lock:
                 done += 1
                 try:
-                    report(done)
+                    report.update(done)
                 except BaseException:
                     stopped.set()  # before this worker takes the next item
                     raise
 
-        executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-sync-batch")
+        executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=BATCH_THREAD_PREFIX)
+        pending: set["Future[None]"] = set()
         try:
             pending = {executor.submit(run, i) for i in range(len(items))}
             while pending:
                 # Short waits: a Ctrl-C is seen between them even where the
                 # signal does not interrupt a blocked lock acquire.
-                finished, pending = wait(pending, timeout=_BATCH_POLL, return_when=FIRST_EXCEPTION)
+                finished, pending = _wait(pending, timeout=_BATCH_POLL, return_when=FIRST_EXCEPTION)
                 for future in finished:
                     future.result()  # only the progress callback can raise here
         except BaseException:
             stopped.set()
+            scope.cancel()  # calls in flight are cut and fail at once (never retried)
             executor.shutdown(wait=False, cancel_futures=True)
+            _, running = _wait({f for f in pending if not f.cancelled()}, timeout=_CANCEL_GRACE)
+            if not running:
+                executor.shutdown(wait=True)  # their threads are gone before we return
+            report.close(interrupted=True)
             raise
         executor.shutdown(wait=True)
-        report(len(items), final=True)
+        report.close()
         if not return_exceptions:
             for result in results:
                 if isinstance(result, BaseException):
@@ -349,23 +369,3 @@ _CALL_DEFAULTS: dict[str, Any] = {
     "extra_headers": None, "extra_query": None, "extra_body": None,
 }
 
-
-def _progress_reporter(progress: Progress, total: int) -> Callable[..., None]:
-    """``progress=True`` draws a bar on a terminal (stderr); a callable gets
-    ``(done, total)`` after each item."""
-    if callable(progress):
-        return lambda done, final=False: None if final else progress(done, total)
-    if not progress or not sys.stderr.isatty():
-        return lambda done, final=False: None
-    lock = threading.Lock()
-
-    def draw(done: int, final: bool = False) -> None:
-        width = 30
-        filled = width * done // total
-        with lock:
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-            if final:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-
-    return draw

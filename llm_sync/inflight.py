@@ -8,7 +8,9 @@ until its response has been read or closed); :func:`abort` shuts those
 sockets down — the blocked reader wakes at once with a connection error —
 and refuses every later request on that Session. A lent connection still
 connecting when the abort comes (no socket to shut yet) checks the abort
-as soon as it has connected, and fails before sending.
+as soon as it has connected, and fails before sending. A connection lent
+to a thread inside a :class:`~llm_sync.cancel.CancelScope` is also
+recorded there, so cancelling the scope cuts it the same way.
 
 Threading contract: :func:`abort` may be called from any thread while
 another uses the Session; each tracker's ``_lock`` guards its set of lent
@@ -26,13 +28,16 @@ from typing import Any, Optional, cast
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import ClosedPoolError
 
+from .cancel import current_scope
 from .wire import shut_socket
 
 __all__ = ["track", "abort"]
 
 _ATTRIBUTE = "_llm_sync_in_flight"
 _POOL = "_llm_sync_pool"  # on a tracked connection: a weak reference to its pool
+_SCOPE = "_llm_sync_scope"  # on a lent connection: the CancelScope of the thread it was lent to
 _CLOSED = "the llm_sync pool was closed"
+_CANCELLED = "the call was cancelled"
 
 
 class _InFlight:
@@ -44,6 +49,11 @@ class _InFlight:
         self._aborted = False
 
     def lend(self, pool: HTTPConnectionPool, conn: Any) -> None:
+        scope = current_scope()
+        if scope is not None and not scope.adopt(conn):
+            conn.close()
+            raise ClosedPoolError(pool, _CANCELLED)
+        setattr(conn, _SCOPE, scope)
         with self._lock:
             if not self._aborted:
                 self._lent.add(conn)
@@ -61,7 +71,8 @@ class _InFlight:
         two sees the other."""
         with self._lock:
             aborted = self._aborted
-        if aborted:
+        scope = getattr(conn, _SCOPE, None)
+        if aborted or (scope is not None and scope.cancelled):
             shut_socket(getattr(conn, "sock", None))
             conn.close()
             ref = getattr(conn, _POOL, None)
@@ -70,6 +81,10 @@ class _InFlight:
             raise ClosedPoolError(cast(HTTPConnectionPool, ref() if ref is not None else None), _CLOSED)
 
     def give_back(self, conn: Any) -> None:
+        scope = getattr(conn, _SCOPE, None)
+        if scope is not None:  # before it can serve another call: never cut it after this
+            scope.discard(conn)
+            setattr(conn, _SCOPE, None)
         with self._lock:
             self._lent.discard(conn)
 

@@ -36,6 +36,7 @@ import requests
 
 from .budget import CallBudget, cut_timeout
 from .call import CallContext, CallOptions, Requeue, Unset
+from .cancel import cancelled
 from .errors import (
     LLMClosedError,
     LLMError,
@@ -458,10 +459,15 @@ class Pipeline:
             sends.fail(reservation, error)
 
     def _raise_if_closed(self, error: LLMError) -> None:
-        """A send that failed because ``close()`` cut it: say so (never
+        """A send that failed because ``close()`` (or the cancelled scope
+        of its thread: an interrupted batch) cut it: say so (never
         retried), rather than report a connection error."""
-        if self.pool.closed and not isinstance(error, LLMClosedError):
+        if isinstance(error, LLMClosedError):
+            return
+        if self.pool.closed:
             raise LLMClosedError(f"the {self.pool.name} pool was closed while the call was in flight") from error
+        if cancelled():
+            raise LLMClosedError(f"the {self.pool.name} call was cancelled while in flight") from error
 
     def _attempt_timeout(self, context: CallContext) -> HTTPTimeout:
         """(connect, read) for this send: a re-send gets what the call has left."""
