@@ -7,6 +7,9 @@ from typing import Iterator
 import pytest
 import responses
 
+# Fixtures for tests of the Redis backend (unit and integration alike).
+from redis_support import prefix, redis_proxy  # noqa: F401
+
 
 @pytest.fixture
 def mock() -> Iterator[responses.RequestsMock]:

@@ -230,7 +230,10 @@ class ScopeState:
 
     def _oversize(self, amounts: Mapping[str, float]) -> Optional[str]:
         """Name the limit ``amounts`` can never fit, or None."""
-        for dimension, bucket in self.buckets.items():
+        for dimension in CONFIG_FIELDS:  # a fixed order, as the Redis backend's
+            bucket = self.buckets.get(dimension)
+            if bucket is None:
+                continue
             limit = bucket.limit  # in force: configured, or lower if the server says so
             capacity = limit if self.burst_seconds is None else limit / 60.0 * self.burst_seconds
             amount = amounts.get(dimension, 0.0)

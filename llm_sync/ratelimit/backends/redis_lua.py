@@ -185,12 +185,14 @@ local function amounts_at(at)
 end
 
 local function oversize(s, amounts)
-  for _, d in ipairs(s.order) do
+  for _, d in ipairs(DIMS) do  -- a fixed order, as state.ScopeState's
     local b = s.buckets[d]
-    local cap = capacity_of(b.limit, s.burst)
-    local amount = amounts[d] or 0.0
-    if amount > cap then
-      return string.format('%s (%.0f > %.0f)', (string.gsub(d, '_', ' ')), amount, cap)
+    if b ~= nil then
+      local cap = capacity_of(b.limit, s.burst)
+      local amount = amounts[d] or 0.0
+      if amount > cap then
+        return string.format('%s (%.0f > %.0f)', (string.gsub(d, '_', ' ')), amount, cap)
+      end
     end
   end
   return nil
