@@ -39,6 +39,7 @@ import math
 import os
 import threading
 import time
+import uuid
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 from ..budget import DEFAULT_MAX_PAUSE
@@ -132,6 +133,8 @@ class ProviderLimiter:
         self._warnings: list[str] = []
         self._closed = False
         self._pid = os.getpid()
+        # Names this limiter's first-in-line caller to a shared backend.
+        self._claimant = uuid.uuid4().hex
 
     def __repr__(self) -> str:
         return f"<ProviderLimiter {len(self.keys)} keys, {self.waiting} waiting>"
@@ -151,6 +154,7 @@ class ProviderLimiter:
     def after_fork(self) -> None:
         """In a forked child: a fresh lock, nobody waiting, nothing in flight."""
         self._pid = os.getpid()
+        self._claimant = uuid.uuid4().hex
         self._cond = threading.Condition(threading.Lock())
         self._line.clear()
         self._pinned = 0
@@ -236,7 +240,8 @@ class ProviderLimiter:
                 for plan in plans:  # without the lock: the backend may do I/O
                     self._declare(plan.scope)
                 admission = self.backend.admit([(plan.scope.id, plan.amounts) for plan in plans],
-                                               self.transit_margin, take=first, eligible=eligible)
+                                               self.transit_margin, take=first, eligible=eligible,
+                                               claimant="" if ticket is None else f"{self._claimant}:{ticket}")
             except BaseException:
                 self._unhold(held, None)
                 raise

@@ -129,6 +129,7 @@ class Exchange:
             return {}
         scope = self.sim._scope_name(self.key_index)
         org = scope[len("group:"):] if scope.startswith("group:") else f"org-key-{self.key_index}"
+        org = self.sim.organization_prefix + org
         name = "openai-organization" if self.family == "openai" else "anthropic-organization-id"
         return {name: org}
 

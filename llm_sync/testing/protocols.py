@@ -36,6 +36,9 @@ class SimulatorState(Protocol):
     def latency(self) -> float: ...
 
     @property
+    def organization_prefix(self) -> str: ...
+
+    @property
     def _faults(self) -> FaultQueue: ...
 
     @property

@@ -67,7 +67,9 @@ class Simulator:
     429 state) and one prompt cache. Every answer names the organisation
     that answered, as the providers do (``anthropic-organization-id`` on
     Anthropic routes, ``openai-organization`` on OpenAI's): the group's name
-    for a grouped key, else ``org-key-<index>``. ``set_limits(scope, SimLimits(...),
+    for a grouped key, else ``org-key-<index>``, after ``organization_prefix``
+    (give each simulator its own when their clients share a Redis backend:
+    an organisation's limits are shared by name). ``set_limits(scope, SimLimits(...),
     models=["claude-opus-*"])`` declares a model class: models matching any of
     its ``fnmatch`` patterns share one set of buckets with those limits.
     Models no class matches use the scope's default limits (``limits``, or
@@ -99,6 +101,7 @@ class Simulator:
         cache_min_tokens: int = DEFAULT_MIN_TOKENS,
         groups: Mapping[str, Sequence[int]] | None = None,
         per_model: bool = False,
+        organization_prefix: str = "",
     ) -> None:
         keys = (keys,) if isinstance(keys, str) else tuple(keys)
         if not all(isinstance(key, str) and key for key in keys):
@@ -123,6 +126,7 @@ class Simulator:
         self._reply_function: ReplyFunction | None = None
         self._counter = 0
         self._per_model = per_model
+        self.organization_prefix = organization_prefix
         self._key_scopes = [
             ScopeLimiter(item, clock, wall_clock, per_model=per_model) for item in self._per_key(limits)
         ]

@@ -368,3 +368,55 @@ def test_backend_errors_are_typed_and_name_no_password() -> None:
     with pytest.raises(BackendError) as info:
         backend.admit([("s", CALL)], 0.0, take=True)
     assert "hunter2-secret" not in str(info.value) and "hunter2-secret" not in repr(backend)
+
+
+# --- waiting across processes -------------------------------------------------------
+def test_a_process_waiting_for_a_large_call_is_not_starved_by_small_calls_elsewhere(prefix: str) -> None:
+    clock = FakeClock()
+    first, second = (RedisBackend(REDIS_URL, prefix=prefix, clock=clock) for _ in range(2))  # two processes
+    for backend in (first, second):
+        backend.declare("s", {"input_tokens": 600.0}, None)  # 10 a second, 600 at once
+    assert first.admit([("s", {"input_tokens": 600.0})], 0.0, take=True).granted  # empty now
+    large = first.admit([("s", {"input_tokens": 300.0})], 0.0, take=True, claimant="first:1")
+    assert not large.granted and large.quotes[0].wait == pytest.approx(30.0)  # it waits, and claims
+    clock.now += 5.0  # 50 tokens back: a small call would fit...
+    small = second.admit([("s", {"input_tokens": 10.0})], 0.0, take=True, claimant="second:1")
+    assert not small.granted  # ... but the claim comes first
+    assert small.quotes[0].wait == pytest.approx(26.0)  # until both fit: (300 + 10 - 50) / 10
+    assert second.admit([("s", {"input_tokens": 10.0})], 0.0, take=False).quotes[0].wait == pytest.approx(26.0)
+    clock.now += 25.0
+    assert first.admit([("s", {"input_tokens": 300.0})], 0.0, take=True, claimant="first:1").granted
+    clock.now += 1.0
+    assert second.admit([("s", {"input_tokens": 10.0})], 0.0, take=True, claimant="second:1").granted
+
+
+def test_a_claim_lapses_when_its_process_stops_asking(prefix: str) -> None:
+    clock = FakeClock()
+    backend = RedisBackend(REDIS_URL, prefix=prefix, clock=clock)
+    backend.declare("s", {"input_tokens": 600.0}, None)
+    backend.admit([("s", {"input_tokens": 600.0})], 0.0, take=True)
+    backend.admit([("s", {"input_tokens": 100.0})], 0.0, take=True, claimant="gone:1")  # waits 10 s, then dies
+    clock.now += 5.0
+    assert not backend.admit([("s", {"input_tokens": 10.0})], 0.0, take=True, claimant="other:1").granted
+    clock.now += 7.5  # past its wait and the grace: the claim no longer counts
+    assert backend.admit([("s", {"input_tokens": 10.0})], 0.0, take=True, claimant="other:1").granted
+
+
+def test_a_waiting_caller_sleeps_until_its_call_fits_instead_of_polling(prefix: str) -> None:
+    clock = FakeClock()
+    waits: list[Optional[float]] = []
+
+    def wait(cond: threading.Condition, timeout: Optional[float]) -> None:
+        waits.append(timeout)
+        clock.now += timeout or 0.0
+
+    backend = RedisBackend(REDIS_URL, prefix=prefix, clock=clock)
+    limiter = ProviderLimiter([("k-0", RateLimitConfig(input_tokens_per_minute=600))], refunds_output=True,
+                              backend=backend, clock=clock, wait=wait, transit_margin=0.0)
+    limiter.keys[0].home.answered = True
+    limiter.backend.declare(limiter.keys[0].home.id, {"input_tokens": 600.0}, None)
+    backend.admit([(limiter.keys[0].home.id, {"input_tokens": 600.0})], 0.0, take=True)  # another process drained it
+    before = backend.round_trips
+    limiter.reserve(Cost(300, 0), deadline=None)
+    assert waits == [pytest.approx(30.0)]  # one sleep for the whole wait
+    assert backend.round_trips - before == 2  # one look before it, one take after

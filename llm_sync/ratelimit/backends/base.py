@@ -96,11 +96,13 @@ class RateLimitBackend(ABC):
         otherwise take nothing and say how long to wait."""
 
     def admit(self, requests: Sequence[tuple[str, Mapping[str, float]]], margin: float, *,
-              take: bool, eligible: Optional[Sequence[bool]] = None) -> Admission:
+              take: bool, eligible: Optional[Sequence[bool]] = None, claimant: str = "") -> Admission:
         """Quote every request; when ``take``, also take the best one (see
         :func:`rank_best`) if it fits now. ``eligible``: which requests may
-        be chosen (default: all). Backends make this one atomic step; this
-        default is two (the take may then find the capacity gone)."""
+        be chosen (default: all). ``claimant``: names the caller first in
+        its process's line, for a shared backend to keep processes fair
+        (ignored here). Backends make this one atomic step; this default is
+        two (the take may then find the capacity gone)."""
         quotes = self.quote_many(requests, margin)
         best = rank_best(quotes, eligible if eligible is not None else [True] * len(quotes))
         if not take or best is None or quotes[best].wait > NO_WAIT:

@@ -145,8 +145,9 @@ class FailoverBackend(RateLimitBackend):
             local.declare(scope, limits, burst_seconds)
 
     def admit(self, requests: Sequence[tuple[str, Mapping[str, float]]], margin: float, *,
-              take: bool, eligible: Optional[Sequence[bool]] = None) -> Admission:
-        result: Admission = self._call(lambda store: store.admit(requests, margin, take=take, eligible=eligible))
+              take: bool, eligible: Optional[Sequence[bool]] = None, claimant: str = "") -> Admission:
+        result: Admission = self._call(
+            lambda store: store.admit(requests, margin, take=take, eligible=eligible, claimant=claimant))
         return result
 
     def quote(self, scope: str, amounts: Mapping[str, float], margin: float) -> Quote:
@@ -192,11 +193,15 @@ class FailoverBackend(RateLimitBackend):
             pass  # fail_closed: the next call meets the error; a pause is no call
 
     def snapshot(self, scope: str) -> ScopeSnapshot:
-        result: ScopeSnapshot = self._call(lambda store: store.snapshot(scope))
-        return result
+        return self.snapshot_many([scope])[0]
 
     def snapshot_many(self, scopes: Sequence[str]) -> list[ScopeSnapshot]:
-        result: list[ScopeSnapshot] = self._call(lambda store: store.snapshot_many(scopes))
+        """Status never fails: failed closed, the scopes show no buckets
+        (``health()`` says why)."""
+        try:
+            result: list[ScopeSnapshot] = self._call(lambda store: store.snapshot_many(scopes))
+        except LLMRateLimitError:
+            return [ScopeSnapshot({}, 0.0) for _ in scopes]
         return result
 
     def health(self) -> dict[str, Any]:

@@ -63,7 +63,7 @@ class MemoryBackend(RateLimitBackend):
             return self._state(scope).try_take(amounts, self.clock(), margin)
 
     def admit(self, requests: Sequence[tuple[str, Mapping[str, float]]], margin: float, *,
-              take: bool, eligible: Optional[Sequence[bool]] = None) -> Admission:
+              take: bool, eligible: Optional[Sequence[bool]] = None, claimant: str = "") -> Admission:
         with self._lock:
             now = self.clock()
             quotes = [self._state(scope).quote(amounts, now, margin) for scope, amounts in requests]

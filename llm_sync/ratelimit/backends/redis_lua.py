@@ -198,13 +198,26 @@ local function oversize(s, amounts)
   return nil
 end
 
-local function quote(s, amounts, now, margin)
+-- The claim another process's first waiter holds on the scope, if live.
+local function claim_of(s, now, claimant)
+  local raw = redis.call('HMGET', s.key, 'claim', 'claim_until', 'claim_amounts')
+  if not raw[1] or raw[1] == claimant or tonumber(raw[2]) <= now then return nil end
+  local claimed, i = {}, 1
+  for v in string.gmatch(raw[3], '[^,]+') do
+    claimed[DIMS[i]] = tonumber(v)
+    i = i + 1
+  end
+  return claimed
+end
+
+-- ``claimed``: what another process's first waiter is promised first.
+local function quote(s, amounts, now, margin, claimed)
   local over = oversize(s, amounts)
   local wait = math.max(0.0, s.pause - now)
   local headroom = nil
   for _, d in ipairs(s.order) do
     local b = s.buckets[d]
-    local amount = amounts[d] or 0.0
+    local amount = (amounts[d] or 0.0) + ((claimed and claimed[d]) or 0.0)
     wait = math.max(wait, wait_time(b, amount + b.rate * margin, now))
     if b.cap > 0 then
       local f = (available(b, now) - amount) / b.cap
@@ -275,25 +288,34 @@ local function sync(s, at, now)
 end
 """
 
-# KEYS: scopes. ARGV: now, idle_ms, margin, take (0/1), then per scope a
-# spec (SPEC_WIDTH), amounts (4) and eligible (0/1). Returns the best index
-# (-1: none), granted (0/1), then per scope wait, headroom, oversize.
+# KEYS: scopes. ARGV: now, idle_ms, margin, take (0/1), claimant (empty:
+# none), then per scope a spec (SPEC_WIDTH), amounts (4) and eligible (0/1).
+# Returns the best index (-1: none), granted (0/1), then per scope wait,
+# headroom, oversize.
+#
+# Claims keep processes fair: a first-in-line caller (``claimant``) that
+# must wait claims its best scope for what it needs, until it fits (plus
+# CLAIM_GRACE); meanwhile other claimants' quotes leave that much aside, so
+# a large call is not starved by a stream of small ones from elsewhere. A
+# claimant's own claim ends when it is granted, or when the claim lapses.
 ADMIT = PRELUDE + r"""
+local CLAIM_GRACE, CLAIM_MAX = 2.0, 60.0
 local now = clock(ARGV[1])
-local idle_ms, margin, want = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
+local idle_ms, margin, want, claimant = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1', ARGV[5]
 local width = 5 + 4 + 1
 local states, amounts, quotes = {}, {}, {}
 local best, best_wait, best_room = -1, nil, nil
 local loaded = {}  -- a key named twice (keys of one group) is one state
 for i = 1, #KEYS do
-  local at = 5 + (i - 1) * width
+  local at = 6 + (i - 1) * width
   local s = loaded[KEYS[i]]
   if s == nil then
     s = load(KEYS[i], at, now)
+    s.claimed = claim_of(s, now, claimant)
     loaded[KEYS[i]] = s
   end
   local a = amounts_at(at + 5)
-  local wait, headroom, over = quote(s, a, now, margin)
+  local wait, headroom, over = quote(s, a, now, margin, s.claimed)
   states[i], amounts[i], quotes[i] = s, a, {wait, headroom, over}
   if over == nil and ARGV[at + 9] == '1' then
     if best == -1 or wait < best_wait or (wait == best_wait and headroom > best_room) then
@@ -310,12 +332,27 @@ if want and best ~= -1 and best_wait <= NO_WAIT then
 end
 local out = {tostring(best == -1 and -1 or best - 1), tostring(granted)}
 for i = 1, #KEYS do
-  if states[i].dirty then
-    save(states[i], now, idle_ms)
-    states[i].dirty = false
+  local s = states[i]
+  if s.dirty then
+    save(s, now, idle_ms)
+    s.dirty = false
   end
   local q = quotes[i]
   table.insert(out, fmt(q[1])); table.insert(out, fmt(q[2])); table.insert(out, q[3] or '')
+end
+if claimant ~= '' and want then
+  for key, s in pairs(loaded) do
+    if s.claimed == nil and redis.call('HGET', key, 'claim') == claimant then
+      redis.call('HDEL', key, 'claim', 'claim_until', 'claim_amounts')  -- served, or waiting elsewhere now
+    end
+  end
+  if granted == 0 and best ~= -1 and states[best].claimed == nil and best_wait < INF then
+    local a, parts = amounts[best], {}
+    for _, d in ipairs(DIMS) do table.insert(parts, fmt(a[d] or 0.0)) end
+    redis.call('HSET', KEYS[best], 'claim', claimant,
+               'claim_until', fmt(now + math.min(best_wait, CLAIM_MAX) + CLAIM_GRACE),
+               'claim_amounts', table.concat(parts, ','))
+  end
 end
 return out
 """

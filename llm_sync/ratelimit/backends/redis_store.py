@@ -154,8 +154,11 @@ class RedisBackend(RateLimitBackend):
             self._specs.setdefault(scope, spec)
 
     def admit(self, requests: Sequence[tuple[str, Mapping[str, float]]], margin: float, *,
-              take: bool, eligible: Optional[Sequence[bool]] = None) -> Admission:
-        args = self._head() + [repr(float(margin)), "1" if take else "0"]
+              take: bool, eligible: Optional[Sequence[bool]] = None, claimant: str = "") -> Admission:
+        """See the base class; ``claimant``: the caller first in its
+        process's line, which claims the capacity it waits for against
+        other processes (see ``redis_lua.ADMIT``)."""
+        args = self._head() + [repr(float(margin)), "1" if take else "0", claimant]
         for index, (scope, amounts) in enumerate(requests):
             allowed = True if eligible is None else eligible[index]
             args += [*self._spec(scope), *self._amounts(amounts), "1" if allowed else "0"]
