@@ -3,70 +3,82 @@
 A client benchmark must not pay for the server: run in the same process,
 the simulator's threads compete for the GIL and its CPU time is counted as
 the client's. :class:`SimProcess` starts a :class:`~llm_sync.testing.Simulator`
-(any of its keyword arguments) in a spawned child process and speaks to it
-over a pipe: ``base_url`` once it listens, ``stats()`` on request.
+(any of its keyword arguments) in a child process and speaks to it over
+its stdin/stdout: ``base_url`` once it listens, ``stats()`` on request.
 
 Not thread-safe: one thread drives one SimProcess (the pipe is not shared).
 """
 
 from __future__ import annotations
 
-import multiprocessing
-from multiprocessing.connection import Connection
+import os
+import pickle
+import subprocess
+import sys
 from types import TracebackType
-from typing import Any, Optional
+from typing import IO, Any, Optional
 
 __all__ = ["SimProcess"]
 
-_START_TIMEOUT = 30.0
+
+def _send(stream: IO[str], value: Any) -> None:
+    stream.write(pickle.dumps(value).hex() + "\n")
+    stream.flush()
 
 
-def _serve(conn: Connection, kwargs: dict[str, Any]) -> None:
-    """The child: serve until told to stop (or the parent goes away)."""
+def _receive(stream: IO[str]) -> Any:
+    line = stream.readline()
+    if not line:
+        raise EOFError("the simulator process ended")
+    return pickle.loads(bytes.fromhex(line.strip()))  # our own child's output only
+
+
+def _serve() -> None:
+    """The child: Simulator(**kwargs read from stdin); serve until told to
+    stop, or until stdin closes (the parent went away)."""
     from llm_sync.testing import Simulator
 
+    kwargs = _receive(sys.stdin)
     with Simulator(**kwargs) as sim:
-        conn.send(sim.base_url)
-        while True:
-            try:
-                command = conn.recv()
-            except EOFError:
-                return
+        _send(sys.stdout, sim.base_url)
+        for line in sys.stdin:
+            command = line.strip()
             if command == "stats":
-                conn.send(sim.stats())
+                _send(sys.stdout, sim.stats())
             elif command == "stop":
-                conn.send(None)
-                return
+                break
 
 
 class SimProcess:
     """``with SimProcess(keys=..., limits=...) as sim:`` — ``sim.base_url``,
-    ``sim.stats()``; the child stops when the block ends."""
+    ``sim.stats()``; the child stops when the block ends. A plain
+    subprocess (not multiprocessing): any script may use it, with no
+    ``if __name__ == "__main__"`` guard."""
 
     def __init__(self, **kwargs: Any) -> None:
         self._kwargs = kwargs
-        self._conn: Optional[Connection] = None
-        self._process: Optional[multiprocessing.process.BaseProcess] = None
+        self._process: Optional[subprocess.Popen[str]] = None
         self.base_url = ""
 
     def __enter__(self) -> "SimProcess":
-        context = multiprocessing.get_context("spawn")  # no copy of our threads or sockets
-        ours, theirs = context.Pipe()
-        self._process = context.Process(target=_serve, args=(theirs, self._kwargs), daemon=True,
-                                        name="llm-sync-bench-simulator")
-        self._process.start()
-        theirs.close()
-        self._conn = ours
-        if not ours.poll(_START_TIMEOUT):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        self._process = subprocess.Popen([sys.executable, "-m", "benchmarks.simproc"], cwd=root, env=env,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert self._process.stdin is not None and self._process.stdout is not None
+            _send(self._process.stdin, self._kwargs)
+            self.base_url = _receive(self._process.stdout)
+        except BaseException:
             self._stop()
-            raise RuntimeError("the simulator process did not start")
-        self.base_url = ours.recv()
+            raise
         return self
 
     def stats(self) -> dict[Any, dict[int, int]]:
-        assert self._conn is not None
-        self._conn.send("stats")
-        result: dict[Any, dict[int, int]] = self._conn.recv()
+        assert self._process is not None and self._process.stdin and self._process.stdout
+        self._process.stdin.write("stats\n")
+        self._process.stdin.flush()
+        result: dict[Any, dict[int, int]] = _receive(self._process.stdout)
         return result
 
     def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
@@ -74,17 +86,23 @@ class SimProcess:
         self._stop()
 
     def _stop(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.send("stop")
-                self._conn.poll(10.0) and self._conn.recv()
-            except (OSError, EOFError):
-                pass
-            self._conn.close()
-            self._conn = None
-        if self._process is not None:
-            self._process.join(10.0)
-            if self._process.is_alive():
-                self._process.terminate()
-                self._process.join()
-            self._process = None
+        process, self._process = self._process, None
+        if process is None:
+            return
+        try:
+            assert process.stdin is not None
+            process.stdin.write("stop\n")
+            process.stdin.close()
+        except (OSError, ValueError):
+            pass
+        try:
+            process.wait(10.0)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+if __name__ == "__main__":
+    _serve()

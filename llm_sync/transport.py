@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
+from .direct import send_direct
 from .errors import (
     LLMConfigError,
     LLMConnectionError,
@@ -128,16 +129,8 @@ def send(
     echoed: Optional[LLMError] = None
     try:
         with (watch or _NO_WATCH).sending():
-            return session.request(
-                request.method,
-                request.url,
-                json=request.json,
-                headers=request.headers,
-                auth=auth,
-                timeout=timeout,
-                stream=request.stream,
-                allow_redirects=False,
-            )
+            return send_direct(session, request.method, request.url, request.json, request.headers, auth,
+                               timeout, request.stream)
     except SEND_ERRORS as exc:
         headers = {**session.headers, **request.headers, **auth._headers}
         error = translate_transport_error(exc, request.url, timeout=timeout, headers=headers)
