@@ -26,9 +26,9 @@ Sections (``--only NAME[,NAME]``):
 from __future__ import annotations
 
 import argparse
-import gc
-import multiprocessing
+import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -333,47 +333,19 @@ def bench_keys(args: argparse.Namespace) -> list[Row]:
             for name, run in runs.items()]
 
 
-def rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def _memory_child(conn: Any, calls: int) -> None:
-    """In a fresh process: RSS of a 256-key manager, idle and after ``calls``."""
-    keys = [f"sk-bench-m{i}" for i in range(256)]
-    with SimProcess(keys=tuple(keys)) as sim:
-        gc.collect()
-        before = rss_mib()
-        with LLMManager(manager_config(sim.base_url, keys)) as manager:
-            client = manager.get_client("anthropic")
-            gc.collect()
-            idle = rss_mib()
-
-            def make() -> Callable[[], int]:
-                def call() -> int:
-                    client.complete(PROMPT, max_tokens=MAX_TOKENS)
-                    return 1
-                return call
-            drive(make, calls)
-            gc.collect()
-            after = rss_mib()
-    conn.send((before, idle, after))
-
-
 def bench_memory(args: argparse.Namespace) -> list[Row]:
     calls = 5_000 if args.quick else 20_000
-    say(f"memory, 256 keys, {calls} calls")
-    context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe()
-    child = context.Process(target=_memory_child, args=(theirs, calls))
-    child.start()
-    before, idle, after = ours.recv()
-    child.join()
-    return [Row("memory (256 keys)", "manager idle", f"{idle:.1f} MiB RSS", note=f"{idle - before:+.1f} MiB for the manager"),
-            Row("memory (256 keys)", f"after {calls:,} calls", f"{after:.1f} MiB RSS", f"{after - idle:+.1f} MiB")]
+    say(f"memory, 256 keys, {calls} calls (a fresh process)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.memory", str(calls), str(THREADS)], cwd=root, env=env,
+                         check=True, capture_output=True, text=True).stdout
+    figures = json.loads(out.strip().splitlines()[-1])
+    before, idle, after = figures["before"], figures["idle"], figures["after"]
+    return [Row("memory (256 keys)", "manager idle", f"{idle:.1f} MiB RSS",
+                note=f"{idle - before:+.1f} MiB for the manager"),
+            Row("memory (256 keys)", f"after {calls:,} calls", f"{after:.1f} MiB RSS", f"{after - idle:+.1f} MiB",
+                note="growth over the idle manager")]
 
 
 BENCHES: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
