@@ -39,7 +39,7 @@ import requests
 
 from llm_sync import LLMManager, LLMProvider
 
-from .simproc import SimProcess
+from .simproc import ROOT, SimProcess, child_env
 
 SECTIONS = ("complete", "stream", "ratelimit", "keys", "memory")
 THREADS = 8
@@ -235,7 +235,7 @@ def bench_complete(args: argparse.Namespace) -> list[Row]:
                                 f"{mine.rate / best[sdk_name].rate:.2f}×"))
             else:
                 rows.append(Row(f"complete ({provider})", sdk_name, "skipped",
-                                note=f"not installed (pip install .[bench])"))
+                                note="not installed (pip install .[bench])"))
     return rows
 
 
@@ -352,10 +352,8 @@ def bench_keys(args: argparse.Namespace) -> list[Row]:
 def bench_memory(args: argparse.Namespace) -> list[Row]:
     calls = 5_000 if args.quick else 20_000
     say(f"memory, 256 keys, {calls} calls (a fresh process)")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    out = subprocess.run([sys.executable, "-m", "benchmarks.memory", str(calls), str(THREADS)], cwd=root, env=env,
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-m", "benchmarks.memory", str(calls), str(THREADS)], cwd=ROOT,
+                         env=child_env(), check=True, capture_output=True, text=True).stdout
     figures = json.loads(out.strip().splitlines()[-1])
     before, idle, after = figures["before"], figures["idle"], figures["after"]
     return [Row("memory (256 keys)", "manager idle", f"{idle:.1f} MiB RSS",

@@ -18,7 +18,16 @@ import sys
 from types import TracebackType
 from typing import IO, Any, Optional
 
-__all__ = ["SimProcess"]
+__all__ = ["SimProcess", "ROOT", "child_env"]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+"""The repository root: where ``python -m benchmarks...`` children run."""
+
+
+def child_env() -> dict[str, str]:
+    """This environment, with the repository root first on PYTHONPATH (a
+    child imports this tree's llm_sync and benchmarks)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
 
 
 def _send(stream: IO[str], value: Any) -> None:
@@ -61,9 +70,7 @@ class SimProcess:
         self.base_url = ""
 
     def __enter__(self) -> "SimProcess":
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-        self._process = subprocess.Popen([sys.executable, "-m", "benchmarks.simproc"], cwd=root, env=env,
+        self._process = subprocess.Popen([sys.executable, "-m", "benchmarks.simproc"], cwd=ROOT, env=child_env(),
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             assert self._process.stdin is not None and self._process.stdout is not None
