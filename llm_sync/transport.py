@@ -6,7 +6,9 @@ one kept-alive Session (and its connections) can serve any key of the
 provider, and nothing key-bearing outlives the request. Redirects are never
 followed, so a key can never be carried to another host. Interim ``1xx``
 responses are read past, never taken for the answer, and a call's deadline
-holds while its bytes trickle in (both: :mod:`llm_sync.wire`).
+holds while its bytes trickle in (both: :mod:`llm_sync.wire`). Requests go
+through the Session's adapter directly, without ``Session.request``'s
+per-call overhead (:mod:`llm_sync.direct`).
 """
 
 from __future__ import annotations
