@@ -25,7 +25,7 @@ import argparse
 import math
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from llm_sync import LLMManager, LLMProvider
 from llm_sync.testing import SimLimits, Simulator, count_input_tokens
@@ -60,7 +60,10 @@ def minimum_seconds(n: int, cost: int, burst_seconds: float) -> float:
     return high
 
 
-def run(scenario: str, requests: int, provider: LLMProvider) -> dict[str, Any]:
+def run(scenario: str, requests: int, provider: LLMProvider,
+        simulator: Callable[..., Any] = Simulator) -> dict[str, Any]:
+    """One scenario; ``simulator`` makes the server (a Simulator, or one in
+    a process of its own: ``benchmarks.simproc.SimProcess``)."""
     server_burst = 2.0 if scenario == "stricter" else 6.0
     server_limits = [
         SimLimits(requests_per_minute=REQUESTS_PER_MINUTE, input_tokens_per_minute=tpm,
@@ -68,7 +71,7 @@ def run(scenario: str, requests: int, provider: LLMProvider) -> dict[str, Any]:
                   burst_seconds=server_burst)
         for tpm in INPUT_TPM
     ]
-    with Simulator(keys=KEYS, limits=server_limits) as sim:
+    with simulator(keys=KEYS, limits=server_limits) as sim:
         provider_config: dict[str, Any] = {
             "api_keys": list(KEYS),
             "base_url": sim.base_url,

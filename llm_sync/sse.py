@@ -56,11 +56,53 @@ class SSEParser:
         return self._truncated
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        """Consume ``chunk``; return the events completed by it (possibly none)."""
+        """Consume ``chunk``; return the events completed by it (possibly none).
+
+        Chunks with LF line ends only (what the providers send) take a fast
+        path: one ``split``, and ``data: ``/``event: ``/blank lines handled
+        inline; anything else goes through :meth:`_process_line`. A chunk
+        with a CR anywhere, or the stream's first line (a BOM), takes the
+        general path (``_feed_general``). Both give the same events."""
         if self._closed:
             raise ValueError("feed() called after close()")
         if not chunk:
             return []
+        if self._skip_lf or self._first_line or b"\r" in chunk:
+            return self._feed_general(chunk)
+        if self._buf:  # finish the pending line without re-reading it
+            end = chunk.find(b"\n")
+            if end < 0:
+                self._buf += chunk
+                return []
+            self._buf += chunk[:end]
+            lines = [bytes(self._buf)]
+            self._buf.clear()
+            lines.extend(chunk[end + 1:].split(b"\n"))
+        else:
+            lines = chunk.split(b"\n")
+        tail = lines.pop()  # after the last LF: an unfinished line (or b"")
+        events: list[SSEEvent] = []
+        data = self._data
+        for line in lines:
+            if line.startswith(b"data: "):
+                data.append(line[6:].decode("utf-8", errors="replace"))
+                self._pending = True
+            elif not line:
+                event = self._dispatch()
+                if event is not None:
+                    events.append(event)
+                data = self._data  # a new list after each dispatch
+            elif line.startswith(b"event: "):
+                self._event_type = line[7:].decode("utf-8", errors="replace")
+                self._pending = True
+            else:
+                self._process_line(line)  # never dispatches: the line is not blank
+        if tail:
+            self._buf += tail
+        return events
+
+    def _feed_general(self, chunk: bytes) -> list[SSEEvent]:
+        """Any chunk: CR, LF or CRLF line ends, split anywhere."""
         start = 0
         if self._skip_lf:
             # CRLF split across chunks: the CR already ended the line.

@@ -448,6 +448,8 @@ def _typed(new: list[StreamEvent], text: Optional[str]) -> list[StreamEvent]:
     """The events one SSE event produced, with exactly one TextDelta
     holding the text ``feed`` returned (a decoder that appends none gets
     one), so both views always carry the same text."""
+    if len(new) == 1 and type(new[0]) is TextDelta and text and new[0].text == text:
+        return new  # the common case: one text delta, as fed
     out: list[StreamEvent] = []
     for event in new:
         if isinstance(event, TextDelta):

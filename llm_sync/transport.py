@@ -6,7 +6,9 @@ one kept-alive Session (and its connections) can serve any key of the
 provider, and nothing key-bearing outlives the request. Redirects are never
 followed, so a key can never be carried to another host. Interim ``1xx``
 responses are read past, never taken for the answer, and a call's deadline
-holds while its bytes trickle in (both: :mod:`llm_sync.wire`).
+holds while its bytes trickle in (both: :mod:`llm_sync.wire`). Requests go
+through the Session's adapter directly, without ``Session.request``'s
+per-call overhead (:mod:`llm_sync.direct`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
+from .direct import send_direct
 from .errors import (
     LLMConfigError,
     LLMConnectionError,
@@ -128,16 +131,8 @@ def send(
     echoed: Optional[LLMError] = None
     try:
         with (watch or _NO_WATCH).sending():
-            return session.request(
-                request.method,
-                request.url,
-                json=request.json,
-                headers=request.headers,
-                auth=auth,
-                timeout=timeout,
-                stream=request.stream,
-                allow_redirects=False,
-            )
+            return send_direct(session, request.method, request.url, request.json, request.headers, auth,
+                               timeout, request.stream)
     except SEND_ERRORS as exc:
         headers = {**session.headers, **request.headers, **auth._headers}
         error = translate_transport_error(exc, request.url, timeout=timeout, headers=headers)

@@ -1,4 +1,4 @@
-"""Two things http.client does not do for us on the wire.
+"""Three things http.client does not do for us on the wire.
 
 * **Interim responses.** http.client skips ``100 Continue`` but returns any
   other ``1xx`` (``103 Early Hints``) as *the* response, with an empty body;
@@ -10,6 +10,8 @@
   A :class:`DeadlineWatch` shuts its call's socket when the call's deadline
   passes, so the reader wakes wherever it is blocked (head, body, the
   middle of one HTTP chunk) and the caller can report the deadline.
+* **One write a request.** urllib3 writes a request's head and its body
+  apart: two syscalls and two packets where one does (:class:`_OneWrite`).
 
 Threading contract: the watchdog thread owns the schedule of watches; one
 lock guards it, the watches' state and the shutting of their sockets (a
@@ -56,6 +58,46 @@ class _FinalResponse(http.client.HTTPResponse):
         raise TooManyInterimResponses(f"more than {MAX_INTERIM_RESPONSES} interim responses")
 
 
+class _OneWrite:
+    """Sends a request's head and body in one write, not two: urllib3
+    writes the head, then each body chunk, and each write is a syscall, a
+    packet (TCP_NODELAY) and a wake-up of the server. Writes are gathered
+    while ``request()`` runs and sent together when it returns — up to
+    :data:`ONE_WRITE_LIMIT` bytes; a larger body goes out as it comes
+    (after what was gathered). Nothing is reordered or dropped, and a
+    failure to connect or send surfaces from ``request()`` as before."""
+
+    _gathered: Optional[list[bytes]] = None
+    _gathered_size = 0
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        self._gathered, self._gathered_size = [], 0
+        try:
+            super().request(*args, **kwargs)  # type: ignore[misc]
+            self._flush()
+        finally:
+            self._gathered = None
+
+    def send(self, data: Any) -> None:
+        gathered = self._gathered
+        if gathered is not None and isinstance(data, bytes) \
+                and self._gathered_size + len(data) <= ONE_WRITE_LIMIT:
+            gathered.append(data)
+            self._gathered_size += len(data)
+            return
+        self._flush()
+        super().send(data)  # type: ignore[misc]
+
+    def _flush(self) -> None:
+        gathered = self._gathered
+        if gathered:
+            self._gathered, self._gathered_size = [], 0
+            super().send(b"".join(gathered))  # type: ignore[misc]
+
+
+ONE_WRITE_LIMIT = 256 * 1024
+"""Requests up to this size (head and body) are sent in one write."""
+
 _final_classes: dict[type, type] = {}
 _classes_lock = threading.Lock()
 
@@ -72,7 +114,8 @@ def _final_connection_class(base: type) -> type:
                     watch.attach(self.sock)
                 return super(cls, self).getresponse(*args, **kwargs)  # type: ignore[arg-type]
 
-            cls = type(base.__name__, (base,), {"response_class": _FinalResponse, "getresponse": getresponse})
+            cls = type(base.__name__, (_OneWrite, base),
+                       {"response_class": _FinalResponse, "getresponse": getresponse})
             _final_classes[base] = cls
         return cls
 

@@ -564,3 +564,29 @@ def test_key_that_does_not_look_like_a_key_is_masked_when_echoed(mock, header_na
     assert "Invalid key" in error.message
     assert key not in str(error) and key not in repr(error)
     assert key.encode() not in pickle.dumps(error)
+
+
+# --- redact's pre-checks skip only patterns that cannot match ---------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from llm_sync import errors as errors_module  # noqa: E402
+
+
+def _redact_always_running_both_patterns(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = errors_module._KEYLIKE.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
+    return errors_module._URL_CREDENTIALS.sub(r"\1***@", text)
+
+
+_PIECES = st.sampled_from(["sk-", "sk-ant-abc123", "Bearer ", "bearer x", "://", "@", "https://u:p@h/x", "a", " ",
+                           "-", "_", "/", "redis://:pw@", "Bearer\tTOKEN", "é", "sk", "-ant"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.one_of(st.text(max_size=40), st.lists(_PIECES, max_size=8).map("".join)),
+       secrets=st.lists(st.sampled_from(["", "TOKEN", "sk-ant-abc123", "pw"]), max_size=2).map(tuple))
+def test_redact_equals_running_every_pattern(text: str, secrets: tuple[str, ...]):
+    assert errors_module.redact(text, secrets) == _redact_always_running_both_patterns(text, secrets)

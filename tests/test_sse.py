@@ -295,3 +295,59 @@ def test_large_stream_in_tiny_chunks_is_linear() -> None:
     for i in range(0, len(line), 16):
         events.extend(parser.feed(line[i : i + 16]))
     assert len(events) == 1 and len(events[0].data) == 1_000_000
+
+
+# ------------------------------------------------------------- fast path = general path
+
+
+class _GeneralOnly(SSEParser):
+    """The parser with its LF-only fast path switched off."""
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if self._closed:
+            raise ValueError("feed() called after close()")
+        return self._feed_general(chunk) if chunk else []
+
+
+def _parse_with(parser: SSEParser, chunks: list[bytes]) -> tuple[list[SSEEvent], bool, list[list[SSEEvent]]]:
+    per_chunk = [parser.feed(chunk) for chunk in chunks]
+    closed = parser.close()
+    return [e for events in per_chunk for e in events] + closed, parser.truncated, per_chunk
+
+
+_FIELD_LINES = st.one_of(
+    st.builds(lambda v: b"data: " + v, st.binary(max_size=12).filter(lambda b: b"\n" not in b and b"\r" not in b)),
+    st.builds(lambda v: b"event: " + v, st.text(max_size=8).map(lambda t: t.encode()).filter(
+        lambda b: b"\n" not in b and b"\r" not in b)),
+    st.sampled_from([b"", b"", b"data:", b"data:  two spaces", b"data", b"event:x", b": comment", b"id: 7",
+                     b"id: a\x00b", b"retry: 150", b"retry: x", b"unknown: field", b"\xef\xbb\xbfdata: bom",
+                     b"data: \xc3\xa9\xff", b"event: \xe2\x82", b"data: a:b"]),
+)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(lines=st.lists(_FIELD_LINES, max_size=25),
+       eols=st.lists(st.sampled_from([b"\n", b"\n", b"\n", b"\r\n", b"\r"]), min_size=25, max_size=25),
+       lf_only=st.booleans(), data=st.data())
+def test_fast_path_gives_the_same_events_as_the_general_path(lines, eols, lf_only, data):
+    raw = b"".join(line + (b"\n" if lf_only else eol) for line, eol in zip(lines, eols))
+    cuts = data.draw(st.lists(st.integers(0, len(raw)), max_size=12), label="cuts")
+    chunks = split_at(raw, cuts)
+    fast = _parse_with(SSEParser(), chunks)
+    general = _parse_with(_GeneralOnly(), chunks)
+    assert fast == general  # events, truncation and which chunk completed each event
+
+
+def test_fast_path_is_taken_after_the_first_line():
+    chunks = [b"data: a\n\n", b"data: b\n\n", b"event: e\ndata:  c\n\n"]
+    assert _parse_with(SSEParser(), chunks) == _parse_with(_GeneralOnly(), chunks)
+    assert _parse_with(SSEParser(), chunks)[0][1:] == [SSEEvent("message", "b"), SSEEvent("e", " c")]
+
+
+def test_fast_path_handles_lines_split_across_chunks():
+    parser = SSEParser()
+    assert parser.feed(b"event: first\ndata: {}\n\n") == [SSEEvent("first", "{}")]
+    assert parser.feed(b"event: content_block_delta\nda") == []
+    assert parser.feed(b"ta: {\"te") == []
+    assert parser.feed(b"xt\": 1}\n") == []
+    assert parser.feed(b"\n") == [SSEEvent("content_block_delta", '{"text": 1}')]

@@ -86,3 +86,56 @@ def test_without_a_deadline_a_watch_is_inert():
         assert current_watch() is armed
     assert current_watch() is None
     armed.close()
+
+
+# --- one write a request ------------------------------------------------------------------------
+import pytest  # noqa: E402
+import urllib3  # noqa: E402
+
+from llm_sync import wire  # noqa: E402
+
+
+class _Recording(urllib3.connection.HTTPConnection):
+    """A connection whose writes are recorded, not sent."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.writes: list[bytes] = []
+
+    def send(self, data) -> None:  # type: ignore[no-untyped-def]
+        self.writes.append(bytes(data))
+
+
+def _ours() -> _Recording:
+    return wire._final_connection_class(_Recording)("127.0.0.1", 9)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("body", [b'{"a": 1}', b"", None])
+def test_a_request_goes_out_in_one_write(body):
+    conn = _ours()
+    headers = {"Content-Length": str(len(body))} if body is not None else {}
+    conn.request("POST" if body is not None else "GET", "/v1/messages", body=body, headers=headers)
+    assert len(conn.writes) == 1
+    assert conn.writes[0].startswith(b"POST /v1/messages HTTP/1.1\r\n" if body is not None else b"GET /v1/")
+    assert conn.writes[0].endswith(b"\r\n\r\n" + (body or b""))
+
+
+def test_a_chunked_body_is_gathered_in_order():
+    conn = _ours()
+    conn.request("POST", "/x", body=iter([b"ab", b"", b"cd"]), chunked=True)
+    [write] = conn.writes
+    assert write.endswith(b"\r\n\r\n2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n")
+
+
+def test_a_large_body_is_sent_after_the_head_as_it_comes():
+    conn = _ours()
+    body = b"x" * (wire.ONE_WRITE_LIMIT + 1)
+    conn.request("POST", "/x", body=body, headers={"Content-Length": str(len(body))})
+    assert len(conn.writes) == 2 and conn.writes[0].endswith(b"\r\n\r\n") and conn.writes[1] == body
+
+
+def test_nothing_is_left_gathered_when_a_request_fails_to_build():
+    conn = _ours()
+    with pytest.raises(ValueError):
+        conn.request("POST", "/x", body=b"{}", headers={"x-bad": "a\r\nb"})
+    assert conn.writes == [] and conn._gathered is None

@@ -17,11 +17,14 @@ by the key-bound client when the call enters the chain, so logs and metrics
 agree; set here with ``clock()`` when absent) to the moment the full
 response is in. Only successful calls have a latency. ``avg_latency`` is
 the exact mean over every successful call since the last :meth:`reset`;
-the percentiles come from a reservoir of the most recent ``reservoir_size``
-latencies and use the **nearest-rank** method: pᵏ is the smallest sample
-with at least k % of the samples at or below it (``sorted[ceil(k/100·n)-1]``),
-so it is always an observed latency. For latencies 1..100 ms, p50 = 50,
-p95 = 95, p99 = 99. The histogram counts every successful call in the fixed
+the percentiles use the **nearest-rank** method (pᵏ is the latency of rank
+``ceil(k/100·n)`` in ascending order) over the most recent successful
+calls — the last ``reservoir_size`` to ``2 × reservoir_size`` of them
+(two windows of ``reservoir_size`` calls, the older dropped as a new one
+fills) — read from a :class:`~.sketch.LatencySketch`, so each is within
+1 % of the exact nearest-rank value (:data:`~.sketch.RELATIVE_ERROR`); the
+smallest and largest latencies are kept exactly. For latencies 1..100 ms,
+p50 ≈ 50, p95 ≈ 95, p99 ≈ 99 (each ± 1 %). The histogram counts every successful call in the fixed
 :data:`LATENCY_BUCKETS` (seconds, upper bounds inclusive as in Prometheus).
 
 Per model: ``per_model`` (the model the request named, from the call's
@@ -34,10 +37,11 @@ Placement: outside RetryMiddleware, so a retried call counts once.
 Threading contract: one instance serves every thread calling through its
 key (or, if one instance is added to several chains, every key). All state
 is guarded by one lock, held only for O(1) bookkeeping when a call ends and
-for a copy in :meth:`get_metrics`; sorting for percentiles happens outside
-it. Memory is bounded: the reservoir holds at most ``reservoir_size``
-floats, the other state is counters keyed by client id, model (at most
-:data:`MAX_MODELS`) and error class.
+for a copy in :meth:`get_metrics`; percentiles are read outside it.
+Memory is bounded whatever the number of calls: two latency sketches of at
+most :data:`~.sketch.MAX_BUCKETS` counters each (a few dozen in practice),
+and counters keyed by client id, model (at most :data:`MAX_MODELS`) and
+error class.
 An injected ``clock`` must be on ``time.monotonic``'s timeline when the
 middleware runs inside a client (the client stamps ``started``); other
 clocks are for tests that drive the middleware directly.
@@ -49,7 +53,6 @@ import bisect
 import math
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
@@ -58,6 +61,7 @@ from ..errors import LLMError, LLMValidationError
 from ..models import LLMResponse
 from ..providers.base import LLMRequest
 from .base import CallNext, Context, Middleware, Result
+from .sketch import LatencySketch
 
 __all__ = [
     "MetricsMiddleware",
@@ -168,7 +172,7 @@ class _State:
     per_key: dict[str, _KeyCounts] = field(default_factory=dict)
     per_model: dict[str, _ModelCounts] = field(default_factory=dict)
     buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
-    reservoir: list[float] = field(default_factory=list)  # only in copies
+    recent: Optional[LatencySketch] = None  # only in copies: the recent calls' latencies
 
 
 class MetricsMiddleware(Middleware):
@@ -180,9 +184,11 @@ class MetricsMiddleware(Middleware):
             raise LLMValidationError(f"reservoir_size must be a positive integer, got {reservoir_size!r}")
         self.reservoir_size = reservoir_size
         self._clock = clock
-        self._lock = threading.Lock()  # guards _state and _reservoir
+        self._lock = threading.Lock()  # guards _state and the windows
         self._state = _State()
-        self._reservoir: deque[float] = deque(maxlen=reservoir_size)
+        # The recent calls' latencies: the window filling, and the one before.
+        self._window = LatencySketch()
+        self._previous: Optional[LatencySketch] = None
 
     def __repr__(self) -> str:
         with self._lock:
@@ -210,7 +216,11 @@ class MetricsMiddleware(Middleware):
             s.input_tokens += response.usage.input_tokens
             s.output_tokens += response.usage.output_tokens
             s.buckets[bucket] += 1
-            self._reservoir.append(latency_ms)
+            window = self._window
+            if window.count >= self.reservoir_size:
+                self._previous, self._window = window, LatencySketch()
+                window = self._window
+            window.add(latency_ms)
             self._key(client_id).successful += 1
             model = self._model(model_name)
             model.successful += 1
@@ -249,7 +259,7 @@ class MetricsMiddleware(Middleware):
         """Forget everything recorded so far."""
         with self._lock:
             self._state = _State()
-            self._reservoir.clear()
+            self._window, self._previous = LatencySketch(), None
 
     def after_fork(self) -> None:
         """In a forked child: a fresh lock (one held at fork time stays behind)."""
@@ -314,7 +324,7 @@ class MetricsMiddleware(Middleware):
                 per_key={k: _KeyCounts(v.successful, v.failed, v.cancelled) for k, v in s.per_key.items()},
                 per_model={k: v.copy() for k, v in s.per_model.items()},
                 buckets=list(s.buckets),
-                reservoir=list(self._reservoir),
+                recent=LatencySketch.merged((self._window, self._previous)),
             )
 
 
@@ -330,7 +340,7 @@ def merge_metrics(metrics: Iterable[MetricsMiddleware]) -> dict[str, Any]:
     """One ``get_metrics()``-shaped dict over several middleware (several
     keys): counts, tokens, errors, histograms and ``per_key`` summed;
     ``avg_latency`` over every successful call; percentiles from the union
-    of the reservoirs. An instance listed twice (one instance added to
+    of the recent windows. An instance listed twice (one instance added to
     several chains) counts once. Empty input gives the all-zero dict."""
     seen: set[int] = set()
     snapshots = []
@@ -362,7 +372,7 @@ def _summarise(snapshots: list[_State]) -> dict[str, Any]:
     :data:`LATENCY_BUCKETS`), ``latency_sum_seconds`` and ``latency_count``.
     """
     total = _State()
-    samples: list[float] = []
+    recent = LatencySketch()
     for snap in snapshots:
         total.successful += snap.successful
         total.failed += snap.failed
@@ -378,8 +388,9 @@ def _summarise(snapshots: list[_State]) -> dict[str, Any]:
         for model_name, figures in snap.per_model.items():
             total.per_model.setdefault(model_name, _ModelCounts()).add(figures)
         total.buckets = [a + b for a, b in zip(total.buckets, snap.buckets)]
-        samples.extend(snap.reservoir)
-    samples.sort()
+        if snap.recent is not None:
+            recent.update(snap.recent)
+    p50, p95, p99 = recent.percentiles(50, 95, 99)
     decided = total.successful + total.failed
     return {
         "total_requests": total.successful + total.failed + total.cancelled,
@@ -388,9 +399,9 @@ def _summarise(snapshots: list[_State]) -> dict[str, Any]:
         "cancelled_requests": total.cancelled,
         "success_rate": total.successful / decided if decided else 1.0,
         "avg_latency": total.latency_sum_ms / total.successful if total.successful else 0.0,
-        "p50_latency": percentile(samples, 50),
-        "p95_latency": percentile(samples, 95),
-        "p99_latency": percentile(samples, 99),
+        "p50_latency": p50,
+        "p95_latency": p95,
+        "p99_latency": p99,
         "input_tokens": total.input_tokens,
         "output_tokens": total.output_tokens,
         "rate_limited": total.rate_limited,

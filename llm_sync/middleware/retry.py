@@ -103,6 +103,11 @@ class RetryMiddleware(Middleware):
         return f"<RetryMiddleware max_retries={self.max_retries} budget={self.retry_budget}>"
 
     def handle(self, request: LLMRequest, context: Context, call_next: CallNext) -> Result:
+        """The first attempt runs bare: a call that succeeds (most do) costs
+        no retry machinery. Only a retryable failure engages tenacity,
+        which replays that failure as its attempt 1 — so the waits, stops
+        and hints that follow are exactly those of a call run under
+        tenacity from the start."""
         budget: CallBudget = context.get("budget") or CallBudget(
             self.max_retries,
             deadline=context.get("deadline"),
@@ -110,11 +115,19 @@ class RetryMiddleware(Middleware):
             clock=self.clock,
         )
         pooled = bool(context.get("pooled"))
+        context["attempt"] = 1
+        try:
+            return call_next(request)
+        except BaseException as error:
+            if not _should_retry(error, pooled):
+                raise
+            first = error
+        return self._retry(request, context, call_next, budget, pooled, first)
 
-        def should_retry(error: BaseException) -> bool:
-            if pooled and _left_to_the_pipeline(error):
-                return False
-            return is_retryable(error)
+    def _retry(self, request: LLMRequest, context: Context, call_next: CallNext, budget: CallBudget,
+               pooled: bool, first: BaseException) -> Result:
+        """Attempts 2.. under tenacity, after ``first`` (attempt 1's failure)."""
+        replay: Optional[BaseException] = first
 
         def wait(state: tenacity.RetryCallState) -> float:
             if budget.retries_left <= 0:
@@ -131,7 +144,7 @@ class RetryMiddleware(Middleware):
             context["retries"] = context.get("retries", 0) + 1
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(should_retry),
+            retry=tenacity.retry_if_exception(lambda error: _should_retry(error, pooled)),
             stop=lambda state: budget.retries_left <= 0,
             wait=wait,
             sleep=self.sleep,
@@ -141,6 +154,9 @@ class RetryMiddleware(Middleware):
         try:
             for attempt in retrying:
                 with attempt:
+                    if replay is not None:  # attempt 1 already ran: its failure, once more
+                        error, replay = replay, None
+                        raise error
                     context["attempt"] = attempt.retry_state.attempt_number
                     result = call_next(request)
         except _OverBudget as over:
@@ -155,3 +171,9 @@ class RetryMiddleware(Middleware):
                 provider=context.get("provider"),
             ) from over.error
         return result
+
+
+def _should_retry(error: BaseException, pooled: bool) -> bool:
+    if pooled and _left_to_the_pipeline(error):
+        return False
+    return is_retryable(error)

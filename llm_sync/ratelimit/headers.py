@@ -121,8 +121,8 @@ def plausible(dimension: str, reported: HeaderLimit) -> Optional[HeaderLimit]:
     if remaining is not None and not (0.0 <= remaining <= ceiling):
         return None  # more left than the limit allows: the figures contradict each other
     if reset_in is not None and not (0.0 <= reset_in <= PLAUSIBLE_MAX_RESET and math.isfinite(reset_in)):
-        reset_in = None
-    return HeaderLimit(limit, remaining, reset_in)
+        return HeaderLimit(limit, remaining, None)
+    return reported  # frozen: safe to share
 
 
 def parse_rate_limit_headers(headers: Mapping[str, str], wall_now: float,
@@ -135,21 +135,21 @@ def parse_rate_limit_headers(headers: Mapping[str, str], wall_now: float,
     ``rejected`` when given (so the caller can say so, once).
     """
     found: dict[str, HeaderLimit] = {}
-    for name, dimension in _ANTHROPIC.items():
-        prefix = f"anthropic-ratelimit-{name}-"
-        limit = _number(headers.get(prefix + "limit"))
-        remaining = _number(headers.get(prefix + "remaining"))
-        reset_at = parse_rfc3339(headers[prefix + "reset"]) if prefix + "reset" in headers else None
+    for dimension, limit_name, remaining_name, reset_name in _ANTHROPIC_NAMES:
+        limit = _number(headers.get(limit_name))
+        remaining = _number(headers.get(remaining_name))
         if limit is not None or remaining is not None:
+            reset = headers.get(reset_name)
+            reset_at = None if reset is None else reset_time(reset)
             reset_in = None if reset_at is None else max(0.0, reset_at - wall_now)
             found[dimension] = HeaderLimit(limit, remaining, reset_in)
     if not found:
-        for name, dimension in _OPENAI.items():
-            limit = _number(headers.get(f"x-ratelimit-limit-{name}"))
-            remaining = _number(headers.get(f"x-ratelimit-remaining-{name}"))
-            reset = headers.get(f"x-ratelimit-reset-{name}")
+        for dimension, limit_name, remaining_name, reset_name in _OPENAI_NAMES:
+            limit = _number(headers.get(limit_name))
+            remaining = _number(headers.get(remaining_name))
             if limit is not None or remaining is not None:
-                found[dimension] = HeaderLimit(limit, remaining, parse_duration(reset) if reset else None)
+                reset = headers.get(reset_name)
+                found[dimension] = HeaderLimit(limit, remaining, reset_duration(reset) if reset else None)
     kept = {}
     for dimension, reported in found.items():
         checked = plausible(dimension, reported)
@@ -159,6 +159,48 @@ def parse_rate_limit_headers(headers: Mapping[str, str], wall_now: float,
         else:
             kept[dimension] = checked
     return kept
+
+
+# The header names of each dimension, built once: (dimension, limit,
+# remaining, reset).
+_ANTHROPIC_NAMES = tuple(
+    (dimension, f"anthropic-ratelimit-{name}-limit", f"anthropic-ratelimit-{name}-remaining",
+     f"anthropic-ratelimit-{name}-reset") for name, dimension in _ANTHROPIC.items())
+_OPENAI_NAMES = tuple(
+    (dimension, f"x-ratelimit-limit-{name}", f"x-ratelimit-remaining-{name}", f"x-ratelimit-reset-{name}")
+    for name, dimension in _OPENAI.items())
+
+# Parsed reset values by their text: every answer carries them, and answers
+# within the same second (or window) carry the same strings. Bounded:
+# cleared whole when full (a dict read or write is atomic under the GIL;
+# two threads missing at once both parse the same value).
+_CACHE_LIMIT = 512
+_reset_times: dict[str, Optional[float]] = {}
+_reset_durations: dict[str, Optional[float]] = {}
+
+
+def reset_time(value: str) -> Optional[float]:
+    """:func:`parse_rfc3339`, remembered by string."""
+    try:
+        return _reset_times[value]
+    except KeyError:
+        parsed = parse_rfc3339(value)
+        if len(_reset_times) >= _CACHE_LIMIT:
+            _reset_times.clear()
+        _reset_times[value] = parsed
+        return parsed
+
+
+def reset_duration(value: str) -> Optional[float]:
+    """:func:`parse_duration`, remembered by string."""
+    try:
+        return _reset_durations[value]
+    except KeyError:
+        parsed = parse_duration(value)
+        if len(_reset_durations) >= _CACHE_LIMIT:
+            _reset_durations.clear()
+        _reset_durations[value] = parsed
+        return parsed
 
 
 def parse_organization(headers: Mapping[str, str]) -> Optional[str]:

@@ -27,6 +27,7 @@ from llm_sync.middleware.metrics import (
     merge_metrics,
     percentile,
 )
+from llm_sync.middleware.sketch import MAX_BUCKETS, RELATIVE_ERROR
 from llm_sync.models import LLMResponse, Message, Usage
 from llm_sync.providers.base import LLMRequest
 
@@ -136,10 +137,11 @@ def test_percentiles_use_nearest_rank_on_1_to_100_ms(mw: MetricsMiddleware, cloc
     for ms in latencies:
         succeed(mw, clock, ms)
     m = mw.get_metrics()
-    # Linear interpolation would give 50.5 / 95.05 / 99.01.
-    assert m["p50_latency"] == pytest.approx(50.0)
-    assert m["p95_latency"] == pytest.approx(95.0)
-    assert m["p99_latency"] == pytest.approx(99.0)
+    # Nearest rank, within the sketch's stated error (1 %); linear
+    # interpolation would give 50.5 / 95.05 / 99.01.
+    assert m["p50_latency"] == pytest.approx(50.0, rel=RELATIVE_ERROR)
+    assert m["p95_latency"] == pytest.approx(95.0, rel=RELATIVE_ERROR)
+    assert m["p99_latency"] == pytest.approx(99.0, rel=RELATIVE_ERROR)
     assert m["avg_latency"] == pytest.approx(50.5)
 
 
@@ -162,17 +164,29 @@ def test_latency_runs_from_the_call_start_in_context(mw: MetricsMiddleware, cloc
     assert mw.get_metrics()["avg_latency"] == pytest.approx(750.0)
 
 
-def test_reservoir_is_bounded_and_keeps_the_most_recent(clock: FakeClock):
+def test_percentiles_keep_the_most_recent_windows_in_bounded_memory(clock: FakeClock):
     mw = MetricsMiddleware(reservoir_size=10, clock=clock)
     for ms in range(1, 1001):
         succeed(mw, clock, ms)
     m = mw.get_metrics()
-    assert len(mw._reservoir) == 10  # memory stays bounded (internal deque)
-    # Percentiles see only 991..1000; the mean and counts see every call.
-    assert m["p50_latency"] == pytest.approx(995.0)
-    assert m["p99_latency"] == pytest.approx(1000.0)
+    # Percentiles see the last two windows of 10 calls: 981..1000; the mean
+    # and counts see every call.
+    assert m["p50_latency"] == pytest.approx(990.0, rel=RELATIVE_ERROR)
+    assert m["p99_latency"] == 1000.0  # the largest is kept exactly
     assert m["avg_latency"] == pytest.approx(500.5)
     assert m["successful_requests"] == m["latency_count"] == 1000
+    assert mw._previous is not None and mw._window.count + mw._previous.count <= 20
+
+
+def test_what_the_percentiles_store_does_not_grow_with_the_calls(clock: FakeClock):
+    mw = MetricsMiddleware(clock=clock)  # the default window: 2,048 calls
+    stored = []
+    for round_ in range(4):
+        for i in range(5000):
+            succeed(mw, clock, 1 + (i * 7919 % 60_000) / 10.0)  # 1 ms .. 6 s, spread
+        stored.append(len(mw._window) + len(mw._previous or ()))
+    assert max(stored) <= 2 * MAX_BUCKETS
+    assert stored[-1] <= stored[0] * 1.1  # 20,000 calls store no more than 5,000 did
 
 
 def test_reservoir_size_must_be_positive():
@@ -353,7 +367,7 @@ def test_totals_are_exact_under_many_threads():
     assert m["output_tokens"] == 3 * threads_n * ok_per_thread
     for client_id in ("k-0", "k-1"):
         assert m["per_key"][client_id]["total_requests"] == threads_n // 2 * calls
-    assert len(mw._reservoir) == 64
+    assert mw._window.count <= 64 and (mw._previous is None or mw._previous.count == 64)
 
 
 # --- merge_metrics ----------------------------------------------------------------------
@@ -380,9 +394,9 @@ def test_merge_sums_counts_and_weights_the_mean_by_calls(clock: FakeClock):
         "anthropic-1": {"total_requests": 3, "successful_requests": 1, "failed_requests": 1,
                         "cancelled_requests": 1},
     }
-    # Union of reservoirs [10, 20, 30, 1000]: nearest rank.
-    assert m["p50_latency"] == pytest.approx(20.0)
-    assert m["p95_latency"] == pytest.approx(1000.0)
+    # Union of the windows [10, 20, 30, 1000]: nearest rank (± 1 %).
+    assert m["p50_latency"] == pytest.approx(20.0, rel=RELATIVE_ERROR)
+    assert m["p95_latency"] == pytest.approx(1000.0)  # the largest: exact
     assert m["latency_histogram"][0.05] == 3 and m["latency_histogram"][1.0] == 1
     assert m["latency_count"] == 4 and m["latency_sum_seconds"] == pytest.approx(1.06)
     assert set(m) == set(a.get_metrics())  # the same shape as one key's

@@ -153,3 +153,75 @@ def test_a_requeue_passes_straight_through():
     with pytest.raises(Requeue):
         middleware(clock).handle(REQUEST, {}, call_next)
     assert calls[0] == 1 and clock.slept == []
+
+
+# --- the first attempt runs outside tenacity ------------------------------------------------
+
+
+@pytest.fixture
+def retrying_built(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many tenacity.Retrying objects the middleware built."""
+    import tenacity
+
+    from llm_sync.middleware import retry as retry_module
+
+    built = [0]
+
+    class Counting(tenacity.Retrying):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            built[0] += 1
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(retry_module.tenacity, "Retrying", Counting)
+    return built
+
+
+def test_a_first_attempt_that_succeeds_builds_no_retry_machinery(retrying_built: list[int]):
+    clock = Clock()
+    context: dict[str, Any] = {}
+    call_next, calls = failing()
+    assert middleware(clock).handle(REQUEST, context, call_next).content == "ok"
+    assert calls[0] == 1 and retrying_built[0] == 0 and clock.slept == []
+    assert context["attempt"] == 1 and "retries" not in context
+
+
+@pytest.mark.parametrize("error", [status(400), LLMQuotaExceededError("pay", status_code=429), ValueError("bug"),
+                                   status(503, headers={"x-should-retry": "false"})])
+def test_a_failure_never_retried_is_raised_as_it_is_without_tenacity(retrying_built: list[int],
+                                                                      error: BaseException):
+    clock = Clock()
+    call_next, calls = failing(error)
+    with pytest.raises(type(error)) as caught:
+        middleware(clock).handle(REQUEST, {}, call_next)
+    assert caught.value is error and calls[0] == 1 and retrying_built[0] == 0 and clock.slept == []
+
+
+@pytest.mark.parametrize("first", [status(429, retry_after=2.0), status(500), status(529), LLMConnectionError("x")])
+def test_a_retryable_first_failure_engages_tenacity_and_keeps_its_waits(retrying_built: list[int],
+                                                                         first: LLMProviderError):
+    clock = Clock()
+    context: dict[str, Any] = {}
+    call_next, calls = failing(first, status(503))
+    assert middleware(clock).handle(REQUEST, context, call_next).content == "ok"
+    hint = getattr(first, "retry_after", None)
+    # Attempt 1 (run bare) is attempt 1 to tenacity too: backoff 0.5 then 1.0.
+    assert clock.slept == [hint if hint is not None else 0.5, 1.0]
+    assert calls[0] == 3 and retrying_built[0] == 1
+    assert context["retries"] == 2 and context["attempt"] == 3
+
+
+def test_a_retryable_first_failure_with_no_retry_left_is_raised_without_sleeping():
+    clock = Clock()
+    first = status(503)
+    call_next, calls = failing(first)
+    with pytest.raises(LLMProviderError) as caught:
+        middleware(clock, max_retries=0).handle(REQUEST, {}, call_next)
+    assert caught.value is first and calls[0] == 1 and clock.slept == []
+
+
+def test_a_first_hint_longer_than_the_budget_still_fails_fast_as_a_rate_limit():
+    clock = Clock()
+    call_next, calls = failing(status(503, retry_after=120.0))
+    with pytest.raises(LLMRateLimitError) as caught:
+        middleware(clock, budget=10.0).handle(REQUEST, {}, call_next)
+    assert caught.value.retry_after == 120.0 and calls[0] == 1 and clock.slept == []

@@ -189,3 +189,54 @@ def test_wall_now_is_what_turns_reset_into_seconds():
     }
     assert parse_rate_limit_headers(headers, WALL_NOW)["requests"].reset_in == pytest.approx(10.0)
     assert parse_rate_limit_headers(headers, WALL_NOW + 4)["requests"].reset_in == pytest.approx(6.0)
+
+
+# --- the reset caches -------------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from llm_sync.ratelimit import headers as headers_module  # noqa: E402
+
+_MOMENTS = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30),
+                        timezones=st.sampled_from([timezone.utc, None]))
+_RFC3339 = st.one_of(
+    _MOMENTS.map(lambda m: m.isoformat()),
+    _MOMENTS.map(lambda m: m.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"),
+    _MOMENTS.map(lambda m: m.replace(tzinfo=None).isoformat() + "z"),
+    st.text(max_size=30),
+)
+_DURATIONS = st.one_of(
+    st.builds(lambda h, m, s: f"{h}h{m}m{s}s", st.integers(0, 30), st.integers(0, 59), st.floats(0, 59.9)),
+    st.builds(lambda ms: f"{ms}ms", st.integers(0, 10**6)),
+    st.text(alphabet="0123456789.hms ", max_size=12),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(_RFC3339, min_size=1, max_size=5))
+def test_cached_reset_times_equal_a_fresh_parse(values: list[str]):
+    for value in values + values:  # the second pass hits the cache
+        assert headers_module.reset_time(value) == parse_rfc3339(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(_DURATIONS, min_size=1, max_size=5))
+def test_cached_reset_durations_equal_a_fresh_parse(values: list[str]):
+    for value in values + values:
+        assert headers_module.reset_duration(value) == parse_duration(value)
+
+
+def test_the_reset_caches_stay_bounded():
+    for i in range(3 * headers_module._CACHE_LIMIT):
+        headers_module.reset_time(f"2026-03-01T12:00:{i % 60:02d}.{i:06d}Z")
+        headers_module.reset_duration(f"{i}ms")
+    assert len(headers_module._reset_times) <= headers_module._CACHE_LIMIT
+    assert len(headers_module._reset_durations) <= headers_module._CACHE_LIMIT
+
+
+def test_a_cached_reset_is_still_measured_from_each_call_s_now():
+    headers = {"anthropic-ratelimit-requests-limit": "50", "anthropic-ratelimit-requests-remaining": "49",
+               "anthropic-ratelimit-requests-reset": "2026-03-01T12:00:30Z"}
+    first = parse_rate_limit_headers(headers, WALL_NOW)["requests"]
+    later = parse_rate_limit_headers(headers, WALL_NOW + 10.0)["requests"]
+    assert (first.reset_in, later.reset_in) == (30.0, 20.0)
