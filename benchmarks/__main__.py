@@ -329,6 +329,10 @@ def bench_keys(args: argparse.Namespace) -> list[Row]:
             manager = LLMManager(manager_config(sim.base_url, keys, rate_limits=[limits]))
             managers.append(manager)
             client = manager.get_client("anthropic")
+            # Steady state: every key's connection open before timing, as
+            # in a service that has run a while (256 cold connections would
+            # otherwise dominate one round).
+            drive(lambda client=client: lambda: (client.complete(PROMPT, max_tokens=MAX_TOKENS), 1)[1], 2 * count)
 
             def make(client: Any = client) -> Callable[[], int]:
                 def call() -> int:

@@ -57,6 +57,10 @@ __all__ = ["Cost", "Reservation", "KeyLimiter", "Scope", "ProviderLimiter", "PRO
 
 logger = logging.getLogger("llm_sync.ratelimit")
 
+# With more keys than this, an attempt to admit a call looks at this many
+# (in turn) first, and at every key only when none of those fits now.
+KEY_WINDOW = 4
+
 Clock = Callable[[], float]
 Wait = Callable[[threading.Condition, Optional[float]], Any]
 
@@ -119,6 +123,7 @@ class ProviderLimiter:
         for key in self.keys:
             self._declare(key.home)
         self._sequence = 0
+        self._cursor = -1  # where the next window of keys starts (see _window)
         self._line: list[int] = []  # tickets of callers waiting, first come first
         self._pinned = 0  # callers waiting for one particular key
         self._next_ticket = 0
@@ -217,15 +222,28 @@ class ProviderLimiter:
                     self._line.remove(ticket)
                 self._changed()
 
+    def _window(self, candidates: list[KeyLimiter], whole: bool) -> list[KeyLimiter]:
+        """The keys one attempt looks at: all of them, or (with more than
+        KEY_WINDOW keys, while capacity is plentiful) KEY_WINDOW keys from a
+        cursor that moves on by one each attempt, so every key takes its
+        turn and a call costs the same with 4 keys or 400. Under the lock."""
+        if whole or len(candidates) <= KEY_WINDOW:
+            return candidates
+        start = self._cursor = (self._cursor + 1) % len(candidates)
+        window = candidates[start:start + KEY_WINDOW]
+        return window + candidates[:KEY_WINDOW - len(window)]
+
     def _admit(self, cost: Cost, deadline: Optional[float], candidates: list[KeyLimiter],
                ticket: Optional[int]) -> Reservation:
+        whole = False  # once no key of a window fits, every key is looked at
         while True:
             with self._cond:
                 self._check_open()
                 now, version = self.clock(), self._version
                 first = ticket is None or self._line[0] == ticket
+                window = self._window(candidates, whole)
                 plans = [_Plan(key, scope, key.amounts(cost), scope.probe_full, scope.in_flight, key.last_chosen)
-                         for key in candidates for scope in (self.scopes.resolve(key, cost.model),)]
+                         for key in window for scope in (self.scopes.resolve(key, cost.model),)]
                 # The backend breaks ties in list order: fewest calls in
                 # flight first, then the key chosen longest ago.
                 plans.sort(key=lambda plan: (plan.in_flight, plan.last_chosen))
@@ -252,9 +270,12 @@ class ProviderLimiter:
             version += woke  # our own wake-up is no news to us
             if granted is not None:
                 continue  # its key joined its organisation's scope meanwhile: choose again
-            self._refuse_oversize(plans, admission.quotes)
             best = admission.best
             wait = math.inf if best is None else admission.quotes[best].wait
+            if len(window) < len(candidates) and wait > NO_WAIT:
+                whole = True  # no key in the window fits now: look at them all
+                continue
+            self._refuse_oversize(plans, admission.quotes)
             remaining = math.inf if deadline is None else deadline - now
             if ticket is None and (wait > remaining or remaining <= 0):
                 raise LLMRateLimitError.local_limit(

@@ -907,3 +907,38 @@ def test_close_wakes_every_caller_waiting_for_capacity_with_closed_error():
     for reservation in held:  # settling after close still works
         limiter.refund(reservation, answered=False)
     limiter.close()  # idempotent
+
+
+# --- many keys: a window of keys per attempt ----------------------------------------------
+def _counting_admits(h: Harness) -> list[int]:
+    """The number of keys each backend admit was asked about."""
+    sizes: list[int] = []
+    admit = h.limiter.backend.admit
+
+    def counted(requests, *args, **kwargs):
+        sizes.append(len(requests))
+        return admit(requests, *args, **kwargs)
+
+    h.limiter.backend.admit = counted  # type: ignore[method-assign]
+    return sizes
+
+
+def test_with_many_keys_a_call_looks_at_a_window_of_them_and_every_key_takes_its_turn():
+    from llm_sync.ratelimit.limiter import KEY_WINDOW
+
+    h = Harness([cfg(requests_per_minute=6000)] * 64)
+    sizes = _counting_admits(h)
+    chosen = [h.reserve(1).key.index for _ in range(64)]
+    assert sizes == [KEY_WINDOW] * 64  # the same cost with 64 keys as with 8
+    assert sorted(chosen) == list(range(64))  # and each key was chosen once
+
+
+def test_when_no_key_of_the_window_fits_every_key_is_looked_at():
+    from llm_sync.ratelimit.limiter import KEY_WINDOW
+
+    h = Harness([cfg(requests_per_minute=1)] * 20 + [cfg(requests_per_minute=600)])
+    for index in range(20):  # every key but the last is spent
+        h.reserve(1, only=h.key(index))
+    sizes = _counting_admits(h)
+    assert h.reserve(1).key is h.key(20)  # found at once, though outside the window
+    assert h.waits == [] and sizes == [KEY_WINDOW, 21]
