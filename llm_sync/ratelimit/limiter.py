@@ -236,11 +236,20 @@ class ProviderLimiter:
     def _admit(self, cost: Cost, deadline: Optional[float], candidates: list[KeyLimiter],
                ticket: Optional[int]) -> Reservation:
         whole = False  # once no key of a window fits, every key is looked at
+        looked = False  # a shared backend is asked once while the caller is not first
         while True:
             with self._cond:
                 self._check_open()
                 now, version = self.clock(), self._version
                 first = ticket is None or self._line[0] == ticket
+                if not first and looked and self.backend.shared:
+                    # A round trip would only repeat the deadline check made
+                    # already: wait for this caller's turn (or its deadline).
+                    if deadline is not None and deadline <= now:
+                        raise LLMRateLimitError.local_limit("rate limit: the deadline passed while waiting in line")
+                    self._wait(self._cond, None if deadline is None else deadline - now)
+                    continue
+                looked = True
                 window = self._window(candidates, whole)
                 plans = [_Plan(key, scope, key.amounts(cost), scope.probe_full, scope.in_flight, key.last_chosen)
                          for key in window for scope in (self.scopes.resolve(key, cost.model),)]
@@ -540,13 +549,12 @@ class ProviderLimiter:
                 self._declare(new)
                 if fresh:
                     # The key's own buckets so far are the best guess of
-                    # its organisation's: the new scope starts at their
-                    # levels (what they owe), rather than full.
-                    owed = {d: view.capacity - view.level
-                            for d, view in self.backend.snapshot(scope.id).buckets.items()}
-                    if not ended:  # a stream still open settles on its own scope: not owed here
-                        owed = {d: max(0.0, amount - reservation.amounts.get(d, 0.0)) for d, amount in owed.items()}
-                    self.backend.adjust(new.id, owed)
+                    # its organisation's: the new scope owes at least what
+                    # they owe (with a shared backend, other processes'
+                    # calls on the key included), rather than starting full.
+                    # A stream still open settles on its own scope: its
+                    # charge is not owed there.
+                    self.backend.seed(new.id, scope.id, {} if ended else reservation.amounts)
                 else:
                     charge = {d: amount + (delta or {}).get(d, 0.0) for d, amount in reservation.amounts.items()}
                     if ended and any(charge.values()):

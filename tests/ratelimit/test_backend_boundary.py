@@ -71,6 +71,10 @@ class CheckingBackend(RateLimitBackend):
         self._check("pause")
         self.inner.pause(scope, seconds)
 
+    def seed(self, scope: str, source: str, allowance: Mapping[str, float]) -> None:
+        self._check("seed")
+        self.inner.seed(scope, source, allowance)
+
     def snapshot(self, scope: str) -> ScopeSnapshot:
         self._check("snapshot")
         return self.inner.snapshot(scope)

@@ -420,3 +420,28 @@ def test_a_waiting_caller_sleeps_until_its_call_fits_instead_of_polling(prefix: 
     limiter.reserve(Cost(300, 0), deadline=None)
     assert waits == [pytest.approx(30.0)]  # one sleep for the whole wait
     assert backend.round_trips - before == 2  # one look before it, one take after
+
+
+# --- a key moving to its organisation's scope, process by process ------------------------
+def test_once_one_process_moves_a_key_to_its_organisation_the_others_calls_count_there_too(prefix: str) -> None:
+    clock = FakeClock()
+    moved, behind = (RedisBackend(REDIS_URL, prefix=prefix, clock=clock) for _ in range(2))
+    for backend in (moved, behind):
+        backend.declare("key", {"requests": 10.0}, None)
+        backend.declare("org", {"requests": 10.0}, None)
+    for _ in range(3):  # calls of both processes on the key's own scope
+        assert behind.admit([("key", {"requests": 1.0})], 0.0, take=True).granted
+    moved.seed("org", "key", {})  # the first process learns the organisation
+    assert moved.snapshot("org").buckets["requests"].level == 7.0  # owes what the key owed
+    moved.seed("org", "key", {})  # a second process learning it: nothing counted twice
+    assert moved.snapshot("org").buckets["requests"].level == 7.0
+    for _ in range(5):  # the first process spends the organisation's scope
+        assert moved.admit([("org", {"requests": 1.0})], 0.0, take=True).granted
+    # The process still on the key's scope: its calls count on the organisation's too...
+    assert behind.admit([("key", {"requests": 1.0})], 0.0, take=True).granted
+    assert moved.snapshot("org").buckets["requests"].level == 1.0
+    assert behind.admit([("key", {"requests": 1.0})], 0.0, take=True).granted
+    # ... and once it is spent, the key's own scope (4 left) admits nothing more.
+    refused = behind.admit([("key", {"requests": 1.0})], 0.0, take=True)
+    assert not refused.granted and refused.quotes[0].wait == pytest.approx(6.0)
+    assert behind.snapshot("key").buckets["requests"].level == 5.0

@@ -131,6 +131,14 @@ class RateLimitBackend(ABC):
             self.sync(scope, observations)
 
     @abstractmethod
+    def seed(self, scope: str, source: str, allowance: Mapping[str, float]) -> None:
+        """Leave ``scope`` no fuller than ``source`` plus ``allowance``,
+        bucket by bucket: a key's organisation's scope, when the key moves
+        there, owes at least what the key's own scope owes. A lower bound,
+        so every process may apply it (each moves its keys on its own first
+        answer) and no call is counted twice."""
+
+    @abstractmethod
     def pause(self, scope: str, seconds: float) -> None:
         """Admit nothing on ``scope`` for ``seconds``; never shortens a pause."""
 

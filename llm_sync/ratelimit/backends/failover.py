@@ -186,6 +186,12 @@ class FailoverBackend(RateLimitBackend):
     def sync(self, scope: str, observations: Mapping[str, Observation]) -> None:
         self.settle(scope, None, observations)
 
+    def seed(self, scope: str, source: str, allowance: Mapping[str, float]) -> None:
+        try:
+            self._call(lambda store: store.seed(scope, source, allowance))
+        except LLMRateLimitError:
+            pass  # fail_closed: no call is admitted meanwhile anyway
+
     def pause(self, scope: str, seconds: float) -> None:
         try:
             self._call(lambda store: store.pause(scope, seconds))

@@ -104,6 +104,14 @@ class MemoryBackend(RateLimitBackend):
             for d, seen in observations.items()
         }
 
+    def seed(self, scope: str, source: str, allowance: Mapping[str, float]) -> None:
+        with self._lock:
+            state, old, now = self._state(scope), self._state(source), self.clock()
+            for dimension, bucket in state.buckets.items():
+                known = old.buckets.get(dimension)
+                if known is not None:
+                    bucket.lower_to(known.available(now) + allowance.get(dimension, 0.0), now)
+
     def pause(self, scope: str, seconds: float) -> None:
         with self._lock:
             self._state(scope).pause(seconds, self.clock())

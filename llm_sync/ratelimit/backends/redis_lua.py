@@ -20,7 +20,7 @@ number returned as a Redis reply); an empty string is "none".
 
 from __future__ import annotations
 
-__all__ = ["PRELUDE", "ADMIT", "SETTLE", "PAUSE", "SNAPSHOT", "SPEC_WIDTH", "DIMENSIONS"]
+__all__ = ["PRELUDE", "ADMIT", "SETTLE", "SEED", "PAUSE", "SNAPSHOT", "SPEC_WIDTH", "DIMENSIONS"]
 
 # Fixed order of dimensions in every argument list (as state.CONFIG_FIELDS).
 DIMENSIONS = ("requests", "input_tokens", "output_tokens", "tokens")
@@ -126,15 +126,38 @@ local function full_in(b, now)
 end
 
 -- ScopeState ------------------------------------------------------------
--- Load the scope at ``key``; made from the spec at ARGV[at..] when missing.
-local function load(key, at, now)
+-- A scope's spec (burst, then each dimension's configured limit) from
+-- ARGV[at..], or from its text form (``spec_text``) kept with an alias.
+local function spec_at(at)
+  local spec = {num(ARGV[at])}
+  for i = 1, #DIMS do spec[i + 1] = num(ARGV[at + i]) end
+  return spec
+end
+
+local function spec_text(at)
+  local parts = {}
+  for i = 0, #DIMS do table.insert(parts, ARGV[at + i] == '' and '-' or ARGV[at + i]) end
+  return table.concat(parts, ',')
+end
+
+local function spec_parse(text)
+  local spec, i = {}, 1
+  for v in string.gmatch(text, '[^,]+') do
+    spec[i] = (v ~= '-') and tonumber(v) or nil
+    i = i + 1
+  end
+  return spec
+end
+
+-- Load the scope at ``key``; made from ``spec`` when missing.
+local function load_spec(key, spec, now)
   local raw = redis.call('HGETALL', key)
   local s = {key = key, buckets = {}, order = {}, configured = {}, dirty = false}
   if #raw == 0 then
-    s.burst = num(ARGV[at])
+    s.burst = spec[1]
     s.pause = 0.0
     for i, d in ipairs(DIMS) do
-      local v = num(ARGV[at + i])
+      local v = spec[i + 1]
       if v ~= nil and v ~= 0 then
         s.configured[d] = v
         s.buckets[d] = new_bucket(v, now, s.burst)
@@ -148,6 +171,8 @@ local function load(key, at, now)
   for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
   s.burst = num(h['burst'])
   s.pause = num(h['pause']) or 0.0
+  -- A key whose organisation's scope is known (see SEED): its calls count there too.
+  s.alias, s.alias_spec = h['alias'], h['alias_spec']
   for d in string.gmatch(h['dims'] or '', '[^,]+') do
     local b = {limit = tonumber(h[d .. ':l']), cap = tonumber(h[d .. ':c']),
                level = tonumber(h[d .. ':v']), upd = tonumber(h[d .. ':u'])}
@@ -157,6 +182,10 @@ local function load(key, at, now)
     table.insert(s.order, d)
   end
   return s
+end
+
+local function load(key, at, now)
+  return load_spec(key, spec_at(at), now)
 end
 
 local function save(s, now, idle_ms)
@@ -314,8 +343,21 @@ for i = 1, #KEYS do
     s.claimed = claim_of(s, now, claimant)
     loaded[KEYS[i]] = s
   end
+  if s.alias and s.aliased == nil then
+    local t = loaded[s.alias]
+    if t == nil then
+      t = load_spec(s.alias, spec_parse(s.alias_spec), now)
+      t.claimed = claim_of(t, now, claimant)
+      loaded[s.alias] = t
+    end
+    s.aliased = t
+  end
   local a = amounts_at(at + 5)
   local wait, headroom, over = quote(s, a, now, margin, s.claimed)
+  if s.aliased then  -- it must fit the organisation's scope too
+    local w2, h2, o2 = quote(s.aliased, a, now, margin, s.aliased.claimed)
+    wait, headroom, over = math.max(wait, w2), math.min(headroom, h2), over or o2
+  end
   states[i], amounts[i], quotes[i] = s, a, {wait, headroom, over}
   if over == nil and ARGV[at + 9] == '1' then
     if best == -1 or wait < best_wait or (wait == best_wait and headroom > best_room) then
@@ -328,15 +370,18 @@ if want and best ~= -1 and best_wait <= NO_WAIT then
   local s, a = states[best], amounts[best]
   for _, d in ipairs(s.order) do take(s.buckets[d], a[d] or 0.0, now) end
   s.dirty = true
+  if s.aliased then
+    local t = s.aliased
+    for _, d in ipairs(t.order) do take(t.buckets[d], a[d] or 0.0, now) end
+    t.dirty = true
+  end
   granted = 1
 end
 local out = {tostring(best == -1 and -1 or best - 1), tostring(granted)}
+for _, s in pairs(loaded) do
+  if s.dirty then save(s, now, idle_ms) end
+end
 for i = 1, #KEYS do
-  local s = states[i]
-  if s.dirty then
-    save(s, now, idle_ms)
-    s.dirty = false
-  end
   local q = quotes[i]
   table.insert(out, fmt(q[1])); table.insert(out, fmt(q[2])); table.insert(out, q[3] or '')
 end
@@ -365,6 +410,30 @@ local s = load(KEYS[1], 3, now)
 adjust(s, amounts_at(3 + 5), now)
 sync(s, 3 + 5 + 4, now)
 save(s, now, tonumber(ARGV[2]))
+return 1
+"""
+
+# KEYS: the new scope, the old. ARGV: now, idle_ms, new spec, old spec,
+# allowance (4). The new scope is left no fuller than the old plus the
+# allowance, bucket by bucket: any number of processes may do it, in any
+# order, and a call is never counted twice (see RateLimitBackend.seed).
+# The old scope then names the new as its alias: a call admitted on the old
+# one (by a process that has not moved yet) must fit, and is charged, on
+# both.
+SEED = PRELUDE + r"""
+local now = clock(ARGV[1])
+local new = load(KEYS[1], 3, now)
+local old = load(KEYS[2], 3 + 5, now)
+local allowance = amounts_at(3 + 10)
+for _, d in ipairs(new.order) do
+  local b, o = new.buckets[d], old.buckets[d]
+  if o ~= nil then lower_to(b, available(o, now) + allowance[d], now) end
+end
+save(new, now, tonumber(ARGV[2]))
+-- Processes that have not learned the organisation yet still charge the
+-- key's own scope: from now on those charges count on the new one too.
+save(old, now, tonumber(ARGV[2]))
+redis.call('HSET', KEYS[2], 'alias', KEYS[1], 'alias_spec', spec_text(3))
 return 1
 """
 

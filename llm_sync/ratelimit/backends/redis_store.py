@@ -101,8 +101,8 @@ class RedisBackend(RateLimitBackend):
             raise LLMConfigError(f"rate_limit_backend: not a usable Redis URL ({type(exc).__name__})") from None
 
     def _register(self) -> dict[str, Any]:
-        sources = {"admit": redis_lua.ADMIT, "settle": redis_lua.SETTLE, "pause": redis_lua.PAUSE,
-                   "snapshot": redis_lua.SNAPSHOT}
+        sources = {"admit": redis_lua.ADMIT, "settle": redis_lua.SETTLE, "seed": redis_lua.SEED,
+                   "pause": redis_lua.PAUSE, "snapshot": redis_lua.SNAPSHOT}
         return {name: self._client.register_script(source) for name, source in sources.items()}
 
     # --- plumbing ---------------------------------------------------------
@@ -193,6 +193,10 @@ class RedisBackend(RateLimitBackend):
 
     def sync(self, scope: str, observations: Mapping[str, Observation]) -> None:
         self.settle(scope, None, observations)
+
+    def seed(self, scope: str, source: str, allowance: Mapping[str, float]) -> None:
+        args = self._head() + list(self._spec(scope)) + list(self._spec(source)) + self._amounts(allowance)
+        self._run("seed", [self.key(scope), self.key(source)], args)
 
     def pause(self, scope: str, seconds: float) -> None:
         seconds = 0.0 if math.isnan(seconds) else seconds
