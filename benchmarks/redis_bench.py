@@ -29,8 +29,11 @@ Redis cost: round trips per request (the ``round_trips`` of each process's
 ``get_status(...)["rate_limit_backend"]``, less what the status call itself
 costs, divided by calls), and added latency: the mean per-call latency of
 an unconstrained run (limits far above use: nobody waits), redis minus
-memory, same machine, one run each. Run by hand (Redis on 127.0.0.1:6379;
-only keys ``llm_sync:rl:*`` of db 15 are deleted, before and after each run):
+memory, same machine, one run each. Every run has its own API keys and
+organisation names, so its buckets are its own even when other sessions
+use the same Redis database; afterwards it deletes them (its own
+``llm_sync:rl:*`` keys of db 15, none other). Run by hand (Redis on
+127.0.0.1:6379):
 
     python benchmarks/redis_bench.py [--quick] [--backend both]
 """
@@ -39,21 +42,23 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import secrets
 import statistics
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from llm_sync import LLMManager
-from llm_sync.ratelimit.backends.redis_store import DEFAULT_PREFIX
+from llm_sync.ratelimit.backends.redis_store import DEFAULT_PREFIX, redis_key
+from llm_sync.ratelimit.key import key_id, scope_id
 from llm_sync.testing import SimLimits, Simulator, count_input_tokens
 from llm_sync.testing.recording import RecordedRequest
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
-KEYS = ("sk-redis-bench-1", "sk-redis-bench-2")
+KEY_COUNT = 2
 # Per key; 50 requests and 12,500 input tokens a second together.
 REQUESTS_PER_MINUTE = (1_200, 1_800)
 INPUT_TPM = (300_000, 450_000)
@@ -65,8 +70,11 @@ THREADS = 8
 SHARES = (0.4, 0.3, 0.2, 0.1)
 MAX_TOKENS = (8, 16, 24, 32)
 # Filler words per prompt, cycled: average ~255 tokens a call, so input
-# tokens bind ~2 % more than requests.
+# tokens bind ~2 % more than requests. Four letters and a space a word, as
+# in English text: llm_sync's local estimate (4 characters a token) is then
+# ~1.24x the simulator's count (a token a word) until it calibrates.
 WORDS = (92, 92, 92, 712)
+VOCABULARY = ("tick", "lamp", "rose", "dune", "mild", "fern", "jolt", "barn")
 CALLS = {"full": 1_800, "quick": 800}
 MODEL = "claude-3-5-haiku-20241022"
 
@@ -88,7 +96,7 @@ def prompt(process: int, index: int) -> str:
     """A prompt whose first word names its process (how the server-side
     records are told apart) and whose size cycles through ``WORDS``."""
     words = WORDS[(index + process) % len(WORDS)]
-    return f"p{process} c{index} " + " ".join(f"w{index}x{j}" for j in range(words))
+    return f"p{process} c{index} " + " ".join(VOCABULARY[(index + j) % len(VOCABULARY)] for j in range(words))
 
 
 def build_workload(calls: int) -> Workload:
@@ -107,7 +115,7 @@ def minimum_seconds(work: Workload) -> float:
     per_dimension = {
         "requests": (work.requests, sum(REQUESTS_PER_MINUTE)),
         "input_tokens": (work.input_tokens, sum(INPUT_TPM)),
-        "output_tokens": (work.output_tokens, OUTPUT_TPM * len(KEYS)),
+        "output_tokens": (work.output_tokens, OUTPUT_TPM * KEY_COUNT),
     }
     return max(max(0.0, (total - per_minute / 60.0 * BURST_SECONDS) / (per_minute / 60.0))
                for total, per_minute in per_dimension.values())
@@ -143,14 +151,57 @@ def sender(record: RecordedRequest) -> Optional[int]:
     return None
 
 
+@dataclass(frozen=True)
+class Names:
+    """One run's API keys and organisations, unique to it.
+
+    Other sessions may use the same Redis database at the same time, and
+    bucket names derive from what they hold: a hash of the API key, or the
+    organisation a server names (``anthropic:org:<id>|<model>``). Every
+    simulator calls its ungrouped keys' organisations ``org-key-<index>``,
+    so fixed names would share buckets with anyone else's simulator run.
+    Each key here is its own organisation (a simulator group of one), with
+    a per-run name; llm_sync is not told (plain keys, as a new user writes
+    them) and learns it from the answers, as it would from a provider."""
+
+    nonce: str
+
+    @classmethod
+    def fresh(cls) -> "Names":
+        return cls(secrets.token_hex(4))
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(f"sk-rbench-{self.nonce}-{i}" for i in range(KEY_COUNT))
+
+    @property
+    def organizations(self) -> tuple[str, ...]:
+        return tuple(f"rbench-{self.nonce}-org{i}" for i in range(KEY_COUNT))
+
+    def redis_keys(self) -> list[str]:
+        """Every Redis key this run's buckets can have: per API key and per
+        organisation learned, for the one model used."""
+        owners = [key_id(key) for key in self.keys] + [f"anthropic:org:{org}" for org in self.organizations]
+        return [redis_key(DEFAULT_PREFIX, scope_id(owner, MODEL)) for owner in owners]
+
+
 def server_limits(constrained: bool) -> list[SimLimits]:
+    """Per key (organisation): the configured limits, or far above use."""
     if not constrained:
-        return [SimLimits(UNCONSTRAINED, UNCONSTRAINED, UNCONSTRAINED, UNCONSTRAINED, BURST_SECONDS)] * len(KEYS)
+        return [SimLimits(UNCONSTRAINED, UNCONSTRAINED, UNCONSTRAINED, UNCONSTRAINED, BURST_SECONDS)] * KEY_COUNT
     return [SimLimits(requests_per_minute=rpm, input_tokens_per_minute=tpm, output_tokens_per_minute=OUTPUT_TPM,
                       burst_seconds=BURST_SECONDS) for rpm, tpm in zip(REQUESTS_PER_MINUTE, INPUT_TPM)]
 
 
-def client_config(backend: str, base_url: str, constrained: bool) -> dict[str, Any]:
+def start_simulator(names: Names, constrained: bool) -> TimedSimulator:
+    """Each key its own organisation, with its limits."""
+    sim = TimedSimulator(keys=names.keys, groups={org: [i] for i, org in enumerate(names.organizations)})
+    for org, limits in zip(names.organizations, server_limits(constrained)):
+        sim.set_limits(org, limits)
+    return sim.start()
+
+
+def client_config(names: Names, backend: str, base_url: str, constrained: bool) -> dict[str, Any]:
     """What every process is configured with: the full limits of each key
     (as a new user would), the backend, and how many processes share it."""
     if constrained:
@@ -158,9 +209,9 @@ def client_config(backend: str, base_url: str, constrained: bool) -> dict[str, A
                    "burst_seconds": BURST_SECONDS} for rpm, tpm in zip(REQUESTS_PER_MINUTE, INPUT_TPM)]
     else:
         limits = [{"requests_per_minute": UNCONSTRAINED, "input_tokens_per_minute": UNCONSTRAINED,
-                   "output_tokens_per_minute": UNCONSTRAINED, "burst_seconds": BURST_SECONDS}] * len(KEYS)
+                   "output_tokens_per_minute": UNCONSTRAINED, "burst_seconds": BURST_SECONDS}] * KEY_COUNT
     return {
-        "providers": {"anthropic": {"api_keys": list(KEYS), "base_url": base_url, "max_retries": 4,
+        "providers": {"anthropic": {"api_keys": list(names.keys), "base_url": base_url, "max_retries": 4,
                                     "rate_limits": limits}},
         "pool": {"max_size": THREADS, "acquire_timeout": 600.0},
         "rate_limit_backend": REDIS_URL if backend == "redis" else "memory",
@@ -168,15 +219,14 @@ def client_config(backend: str, base_url: str, constrained: bool) -> dict[str, A
     }
 
 
-def clear_redis() -> int:
-    """Delete the backend's keys (only ``llm_sync:rl:*``) in db 15: every
-    run starts from full buckets declared with its own limits."""
+def clear_redis(names: Names) -> int:
+    """Delete this run's buckets (``llm_sync:rl:*`` keys of db 15, and
+    only those of its own names: other sessions' runs are left alone)."""
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
     try:
-        keys = list(client.scan_iter(match=DEFAULT_PREFIX + "*", count=1000))
-        return int(client.delete(*keys)) if keys else 0
+        return int(client.delete(*names.redis_keys()))
     finally:
         client.close()
 
@@ -262,29 +312,32 @@ class RunResult:
         return statistics.mean(end - start for start, end, _ in self.every_call)
 
 
-def run(backend: str, work: Workload, constrained: bool) -> RunResult:
-    """The simulator here; 4 spawned processes; every one starts at once."""
-    if backend == "redis":
-        clear_redis()
+def run(backend: str, work: Workload, constrained: bool, target: Callable[..., None] = run_process) -> RunResult:
+    """The simulator here; 4 spawned processes (``target``: what each runs,
+    for experiments); every one starts at once. This run's Redis keys are
+    deleted afterwards."""
+    names = Names.fresh()
     context = multiprocessing.get_context("spawn")
     ready, out, go = context.Queue(), context.Queue(), context.Event()
-    with TimedSimulator(keys=KEYS, limits=server_limits(constrained)) as sim:
-        config = client_config(backend, sim.base_url, constrained)
-        children = [context.Process(target=run_process, args=(i, config, work.prompts[i], work.max_tokens[i],
-                                                              ready, go, out))
-                    for i in range(PROCESSES)]
-        for child in children:
-            child.start()
-        for _ in children:
-            ready.get(timeout=120)
-        started = time.monotonic()
-        go.set()
-        results = sorted((out.get(timeout=900) for _ in children), key=lambda r: r.index)
-        for child in children:
-            child.join(timeout=60)
-        timed = list(sim.timed)
-    if backend == "redis":
-        clear_redis()
+    try:
+        with start_simulator(names, constrained) as sim:
+            config = client_config(names, backend, sim.base_url, constrained)
+            children = [context.Process(target=target, args=(i, config, work.prompts[i], work.max_tokens[i],
+                                                             ready, go, out))
+                        for i in range(PROCESSES)]
+            for child in children:
+                child.start()
+            for _ in children:
+                ready.get(timeout=120)
+            started = time.monotonic()
+            go.set()
+            results = sorted((out.get(timeout=900) for _ in children), key=lambda r: r.index)
+            for child in children:
+                child.join(timeout=60)
+            timed = list(sim.timed)
+    finally:
+        if backend == "redis":
+            clear_redis(names)
     return RunResult(backend, constrained, started, results, timed, minimum_seconds(work) if constrained else 0.0,
                      work.requests)
 
@@ -350,7 +403,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     backends = ["redis", "memory"] if args.backend == "both" else [args.backend]
     work = build_workload(CALLS["quick" if args.quick else "full"])
-    print(f"{PROCESSES} processes x {THREADS} threads, {len(KEYS)} keys; {work.requests} calls, "
+    print(f"{PROCESSES} processes x {THREADS} threads, {KEY_COUNT} keys; {work.requests} calls, "
           f"{work.input_tokens} input tokens; bucket minimum {minimum_seconds(work):.2f} s")
     sys.stdout.flush()
     results = [run(backend, work, constrained=True) for backend in backends]
