@@ -76,6 +76,7 @@ MAX_TOKENS = (8, 16, 24, 32)
 WORDS = (92, 92, 92, 712)
 VOCABULARY = ("tick", "lamp", "rose", "dune", "mild", "fern", "jolt", "barn")
 CALLS = {"full": 1_800, "quick": 800}
+SERIAL_CALLS = 400  # the one-thread latency runs
 MODEL = "claude-3-5-haiku-20241022"
 
 
@@ -99,9 +100,10 @@ def prompt(process: int, index: int) -> str:
     return f"p{process} c{index} " + " ".join(VOCABULARY[(index + j) % len(VOCABULARY)] for j in range(words))
 
 
-def build_workload(calls: int) -> Workload:
-    counts = [round(calls * share) for share in SHARES]
-    work = Workload([[prompt(p, i) for i in range(n)] for p, n in enumerate(counts)], MAX_TOKENS)
+def build_workload(calls: int, shares: tuple[float, ...] = SHARES) -> Workload:
+    """``calls`` split between processes by ``shares``."""
+    counts = [round(calls * share) for share in shares]
+    work = Workload([[prompt(p, i) for i in range(n)] for p, n in enumerate(counts)], MAX_TOKENS[:len(shares)])
     sizes = {text: count_input_tokens([{"role": "user", "content": text}]) for texts in work.prompts for text in texts}
     work.requests = sum(counts)
     work.input_tokens = sum(sizes.values())
@@ -109,16 +111,41 @@ def build_workload(calls: int) -> Workload:
     return work
 
 
+def _dimensions(work: Workload) -> list[tuple[int, float]]:
+    """(total the workload needs, per-minute limit of all keys together)
+    per dimension the server limits."""
+    return [(work.requests, sum(REQUESTS_PER_MINUTE)), (work.input_tokens, sum(INPUT_TPM)),
+            (work.output_tokens, OUTPUT_TPM * KEY_COUNT)]
+
+
+def seconds_for(work: Workload, fraction: float) -> float:
+    """Least time the server's buckets (all keys together) allow for
+    ``fraction`` of the workload: the largest over dimensions of
+    (fraction * total - capacity) / rate."""
+    return max(max(0.0, (fraction * total - per_minute / 60.0 * BURST_SECONDS) / (per_minute / 60.0))
+               for total, per_minute in _dimensions(work))
+
+
 def minimum_seconds(work: Workload) -> float:
-    """Least time the server's buckets (all keys together) allow: the
-    largest over dimensions of (total - capacity) / rate."""
-    per_dimension = {
-        "requests": (work.requests, sum(REQUESTS_PER_MINUTE)),
-        "input_tokens": (work.input_tokens, sum(INPUT_TPM)),
-        "output_tokens": (work.output_tokens, OUTPUT_TPM * KEY_COUNT),
-    }
-    return max(max(0.0, (total - per_minute / 60.0 * BURST_SECONDS) / (per_minute / 60.0))
-               for total, per_minute in per_dimension.values())
+    """The bucket minimum: the least time for the whole workload."""
+    return seconds_for(work, 1.0)
+
+
+def fair_finishes(work: Workload) -> list[float]:
+    """When each process would finish if the capacity were shared equally
+    among the processes still running (they all have THREADS threads): the
+    smallest finishes when every process has done as much as it; the
+    largest at the bucket minimum. (Every process has the same mix of
+    prompt sizes, so a share of the calls is that share of every bucket.)"""
+    counts = [len(prompts) for prompts in work.prompts]
+    order = sorted(range(len(counts)), key=lambda i: counts[i])
+    finishes = [0.0] * len(counts)
+    done = 0
+    for rank, index in enumerate(order):
+        done_by_then = done + counts[index] * (len(counts) - rank)
+        finishes[index] = seconds_for(work, done_by_then / work.requests)
+        done += counts[index]
+    return finishes
 
 
 # --- the server -------------------------------------------------------------
@@ -198,10 +225,12 @@ def start_simulator(names: Names, constrained: bool) -> TimedSimulator:
     sim = TimedSimulator(keys=names.keys, groups={org: [i] for i, org in enumerate(names.organizations)})
     for org, limits in zip(names.organizations, server_limits(constrained)):
         sim.set_limits(org, limits)
-    return sim.start()
+    sim.start()
+    return sim
 
 
-def client_config(names: Names, backend: str, base_url: str, constrained: bool) -> dict[str, Any]:
+def client_config(names: Names, backend: str, base_url: str, constrained: bool,
+                  threads: int = THREADS) -> dict[str, Any]:
     """What every process is configured with: the full limits of each key
     (as a new user would), the backend, and how many processes share it."""
     if constrained:
@@ -213,7 +242,7 @@ def client_config(names: Names, backend: str, base_url: str, constrained: bool) 
     return {
         "providers": {"anthropic": {"api_keys": list(names.keys), "base_url": base_url, "max_retries": 4,
                                     "rate_limits": limits}},
-        "pool": {"max_size": THREADS, "acquire_timeout": 600.0},
+        "pool": {"max_size": threads, "acquire_timeout": 600.0},
         "rate_limit_backend": REDIS_URL if backend == "redis" else "memory",
         "backend_processes": PROCESSES,
     }
@@ -255,8 +284,9 @@ def net_round_trips(manager: LLMManager) -> tuple[dict[str, Any], Optional[int]]
 
 def run_process(index: int, config: dict[str, Any], prompts: list[str], max_tokens: int,
                 ready: Any, go: Any, out: Any) -> None:
-    """A child: a fresh manager, then its calls on THREADS threads once the
-    parent fires ``go`` (so every process starts at the same instant)."""
+    """A child: a fresh manager, then its calls on as many threads as the
+    pool has leases, once the parent fires ``go`` (so every process starts
+    at the same instant)."""
     result = ProcessResult(index)
     lock = threading.Lock()
     with LLMManager(config) as manager:
@@ -273,7 +303,7 @@ def run_process(index: int, config: dict[str, Any], prompts: list[str], max_toke
 
         ready.put(index)
         go.wait()
-        with ThreadPoolExecutor(THREADS) as pool:
+        with ThreadPoolExecutor(config["pool"]["max_size"]) as pool:
             list(pool.map(call, prompts))
         result.health, result.round_trips = net_round_trips(manager)
     out.put(result)
@@ -289,6 +319,7 @@ class RunResult:
     timed: list[tuple[float, RecordedRequest]]
     minimum: float
     calls: int
+    fair: list[float]
 
     @property
     def every_call(self) -> list[tuple[float, float, Optional[str]]]:
@@ -312,19 +343,21 @@ class RunResult:
         return statistics.mean(end - start for start, end, _ in self.every_call)
 
 
-def run(backend: str, work: Workload, constrained: bool, target: Callable[..., None] = run_process) -> RunResult:
-    """The simulator here; 4 spawned processes (``target``: what each runs,
-    for experiments); every one starts at once. This run's Redis keys are
-    deleted afterwards."""
+def run(backend: str, work: Workload, constrained: bool, target: Callable[..., None] = run_process,
+        threads: int = THREADS) -> RunResult:
+    """The simulator here; a spawned process per prompt list of ``work``
+    (``target``: what each runs, for experiments), each on ``threads``
+    threads; every one starts at once. This run's Redis keys are deleted
+    afterwards."""
     names = Names.fresh()
     context = multiprocessing.get_context("spawn")
     ready, out, go = context.Queue(), context.Queue(), context.Event()
     try:
         with start_simulator(names, constrained) as sim:
-            config = client_config(names, backend, sim.base_url, constrained)
+            config = client_config(names, backend, sim.base_url, constrained, threads)
             children = [context.Process(target=target, args=(i, config, work.prompts[i], work.max_tokens[i],
                                                              ready, go, out))
-                        for i in range(PROCESSES)]
+                        for i in range(len(work.prompts))]
             for child in children:
                 child.start()
             for _ in children:
@@ -339,7 +372,7 @@ def run(backend: str, work: Workload, constrained: bool, target: Callable[..., N
         if backend == "redis":
             clear_redis(names)
     return RunResult(backend, constrained, started, results, timed, minimum_seconds(work) if constrained else 0.0,
-                     work.requests)
+                     work.requests, fair_finishes(work))
 
 
 # --- the report -----------------------------------------------------------------
@@ -367,23 +400,24 @@ def print_summary(results: list[RunResult]) -> None:
 def print_processes(result: RunResult) -> None:
     first, shares = all_active_shares(result)
     print(f"\n{result.backend}: per process (all 4 running until {first:.2f} s; a fair share then is 25 %)")
-    print(f"{'proc':>4} {'calls':>5} {'of all':>6} {'max_tok':>7} {'finish s':>8} {'share while 4 run':>17} "
+    print(f"{'proc':>4} {'calls':>5} {'of all':>6} {'max_tok':>7} {'finish s':>8} {'fair s':>6} {'share while 4 run':>17} "
           f"{'mean wait ms':>12} {'max wait ms':>11} {'429s':>5} {'failed':>6}  backend")
-    for p, share in zip(result.processes, shares):
+    for p, share, fair in zip(result.processes, shares, result.fair):
         waits = [end - start for start, end, _ in p.calls]
         health = p.health
         state = (f"{health.get('mode', '-')}, errors {health.get('errors', 0)}, fallbacks {health.get('fallbacks', 0)}"
                  if health.get("backend") == "redis" else health.get("backend", "-"))
         print(f"{p.index:4d} {len(p.calls):5d} {SHARES[p.index]:6.0%} {MAX_TOKENS[p.index]:7d} "
-              f"{result.finish(p):8.2f} {share:17.1%} {statistics.mean(waits) * 1e3:12.1f} "
+              f"{result.finish(p):8.2f} {fair:6.2f} {share:17.1%} {statistics.mean(waits) * 1e3:12.1f} "
               f"{max(waits) * 1e3:11.1f} {result.server_429s(p.index):5d} {result.failed(p):6d}  {state}")
     errors = [error for p in result.processes for _, _, error in p.calls if error]
     if errors:
         print(f"  first error: {errors[0]}")
 
 
-def print_latency(results: dict[str, RunResult]) -> None:
-    print("\nunconstrained (limits far above use, nobody waits): mean latency per call")
+def print_latency(title: str, results: dict[str, RunResult]) -> None:
+    """Mean latency per call of each backend, and what redis adds."""
+    print(f"\nunconstrained (limits far above use, nobody waits), {title}: mean latency per call")
     for backend, r in results.items():
         trips = [p.round_trips for p in r.processes]
         per_call = f", {sum(t for t in trips if t is not None) / r.calls:.2f} round trips/call" \
@@ -411,7 +445,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     for result in results:
         print_processes(result)
     if not args.no_latency:
-        print_latency({backend: run(backend, work, constrained=False) for backend in backends})
+        # The same load (on 2 cores it measures contention as much as Redis),
+        # then one process on one thread (the round trips alone).
+        print_latency(f"{PROCESSES} processes x {THREADS} threads",
+                      {backend: run(backend, work, constrained=False) for backend in backends})
+        serial = build_workload(SERIAL_CALLS, shares=(1.0,))
+        print_latency("1 process x 1 thread", {backend: run(backend, serial, constrained=False, threads=1)
+                                                for backend in backends})
     return 0
 
 
