@@ -221,7 +221,8 @@ def server_limits(constrained: bool) -> list[SimLimits]:
 
 
 def start_simulator(names: Names, constrained: bool) -> TimedSimulator:
-    """Each key its own organisation, with its limits."""
+    """Each key its own organisation, with its limits; serving (a context
+    manager: leaving it stops the server)."""
     sim = TimedSimulator(keys=names.keys, groups={org: [i] for i, org in enumerate(names.organizations)})
     for org, limits in zip(names.organizations, server_limits(constrained)):
         sim.set_limits(org, limits)
@@ -353,7 +354,8 @@ def run(backend: str, work: Workload, constrained: bool, target: Callable[..., N
     context = multiprocessing.get_context("spawn")
     ready, out, go = context.Queue(), context.Queue(), context.Event()
     try:
-        with start_simulator(names, constrained) as sim:
+        sim = start_simulator(names, constrained)
+        with sim:  # already started: stopped on the way out
             config = client_config(names, backend, sim.base_url, constrained, threads)
             children = [context.Process(target=target, args=(i, config, work.prompts[i], work.max_tokens[i],
                                                              ready, go, out))
