@@ -76,22 +76,22 @@ class FailoverBackend(RateLimitBackend):
     # --- switching ---------------------------------------------------------
     def _failed(self, exc: BackendError) -> None:
         """Note an error of the shared backend; fail open or closed."""
+        switched = False
         with self._lock:
             self.errors += 1
             self.last_error = str(exc)
             self._healthy = False
-            if self.on_error == "fail_closed":
-                pass
-            elif self._local is None:
-                self.fallbacks += 1
-                self._local = MemoryBackend(self._local_clock, share=self.local_share)
-                for scope, (limits, burst) in self._specs.items():
-                    self._local.declare(scope, limits, burst)
+            if self.on_error == "fail_open":
+                if self._local is None:
+                    switched = True
+                    self.fallbacks += 1
+                    self._local = MemoryBackend(self._local_clock, share=self.local_share)
+                    for scope, (limits, burst) in self._specs.items():
+                        self._local.declare(scope, limits, burst)
                 self._retry_at = self.clock() + self.rejoin_after
-                logger.warning("rate-limit backend unreachable (%s): limiting locally with %.3g of each limit "
-                               "until it is back", exc, self.local_share)
-            else:
-                self._retry_at = self.clock() + self.rejoin_after
+        if switched:  # one warning an outage, logged without the lock
+            logger.warning("rate-limit backend unreachable (%s): limiting locally with %.3g of each limit "
+                           "until it is back", exc, self.local_share)
         if self.on_error == "fail_closed":
             raise LLMRateLimitError.local_limit(
                 f"rate limit: the shared rate-limit backend is unreachable ({exc}) and on_backend_error is "
@@ -107,17 +107,22 @@ class FailoverBackend(RateLimitBackend):
             if self._probing or self.clock() < self._retry_at:
                 return local
             self._probing = True
+        back = False
         try:
             self.primary.ping()
+            back = True
         except BackendError:
+            pass
+        finally:  # an interrupted ping must not stop every later try
             with self._lock:
                 self._probing = False
-                self._retry_at = self.clock() + self.rejoin_after
+                if back:
+                    self._local = None
+                    self._healthy = True
+                else:
+                    self._retry_at = self.clock() + self.rejoin_after
+        if not back:
             return local
-        with self._lock:
-            self._probing = False
-            self._local = None
-            self._healthy = True
         logger.info("rate-limit backend reachable again: limits are shared again")
         return self.primary
 
