@@ -236,20 +236,20 @@ class ProviderLimiter:
     def _admit(self, cost: Cost, deadline: Optional[float], candidates: list[KeyLimiter],
                ticket: Optional[int]) -> Reservation:
         whole = False  # once no key of a window fits, every key is looked at
-        looked = False  # a shared backend is asked once while the caller is not first
         while True:
             with self._cond:
                 self._check_open()
                 now, version = self.clock(), self._version
                 first = ticket is None or self._line[0] == ticket
-                if not first and looked and self.backend.shared:
-                    # A round trip would only repeat the deadline check made
-                    # already: wait for this caller's turn (or its deadline).
+                if not first and self.backend.shared:
+                    # A round trip would only tell whether the call can fit
+                    # before its deadline: with a shared backend a caller
+                    # behind the head waits for its turn (or its deadline)
+                    # without asking, so a call costs two round trips.
                     if deadline is not None and deadline <= now:
                         raise LLMRateLimitError.local_limit("rate limit: the deadline passed while waiting in line")
                     self._wait(self._cond, None if deadline is None else deadline - now)
                     continue
-                looked = True
                 window = self._window(candidates, whole)
                 plans = [_Plan(key, scope, key.amounts(cost), scope.probe_full, scope.in_flight, key.last_chosen)
                          for key in window for scope in (self.scopes.resolve(key, cost.model),)]

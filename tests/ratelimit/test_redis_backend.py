@@ -445,3 +445,25 @@ def test_once_one_process_moves_a_key_to_its_organisation_the_others_calls_count
     refused = behind.admit([("key", {"requests": 1.0})], 0.0, take=True)
     assert not refused.granted and refused.quotes[0].wait == pytest.approx(6.0)
     assert behind.snapshot("key").buckets["requests"].level == 5.0
+
+
+def test_callers_in_line_cost_two_round_trips_a_call_however_many_wait(prefix: str) -> None:
+    backend = RedisBackend(REDIS_URL, prefix=prefix)
+    limiter = ProviderLimiter([("k-0", RateLimitConfig(requests_per_minute=100_000))], refunds_output=True,
+                              backend=backend)
+    limiter.keys[0].home.answered = True
+    start = threading.Barrier(8)
+
+    def calls() -> None:
+        start.wait()
+        for _ in range(10):
+            reservation = limiter.reserve(Cost(10, 10), deadline=None)
+            limiter.mark_sent(reservation)
+            limiter.settle(reservation, 10, 5, {})
+
+    threads = [threading.Thread(target=calls) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert backend.round_trips == 2 * 80  # one admit and one settle each; callers behind the head never ask
