@@ -17,13 +17,14 @@ is never held across I/O (a socket ``shutdown`` does not block).
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 
 from .wire import shut_socket
 
-__all__ = ["CancelScope", "current_scope", "cancelled"]
+__all__ = ["CancelScope", "current_scope", "cancelled", "nap"]
 
 _local = threading.local()
 
@@ -35,6 +36,7 @@ class CancelScope:
         self._lock = threading.Lock()
         self._lent: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._cancelled = False
+        self._stopped = threading.Event()  # set with _cancelled: ends naps
 
     @property
     def cancelled(self) -> bool:
@@ -70,6 +72,7 @@ class CancelScope:
             self._cancelled = True
             lent = list(self._lent)
             self._lent.clear()
+        self._stopped.set()
         for conn in lent:
             shut_socket(getattr(conn, "sock", None))
 
@@ -86,3 +89,23 @@ def cancelled() -> bool:
     """Whether the calling thread's scope was cancelled."""
     scope = current_scope()
     return scope is not None and scope.cancelled
+
+
+# How often a nap inside a scope also looks at the other event that may end
+# it (Python waits on one event at a time).
+_NAP_SLICE = 0.05
+
+
+def nap(seconds: float, closing: threading.Event) -> None:
+    """Sleep ``seconds`` (a retry's backoff), ended early by ``closing`` (the
+    manager closing) or by the calling thread's scope being cancelled, so a
+    Ctrl-C'd batch leaves no thread asleep in a backoff."""
+    scope = current_scope()
+    if scope is None:
+        closing.wait(seconds)
+        return
+    end = time.monotonic() + seconds
+    while not closing.is_set():
+        left = end - time.monotonic()
+        if left <= 0 or scope._stopped.wait(min(left, _NAP_SLICE)):
+            return

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
+from .cancel import nap
 from .client import LLMClient, WorkerThreads
 from .config import (
     DEFAULT_LEASES_PER_KEY,
@@ -297,7 +298,7 @@ class LLMManager:
                 key.middleware_chain.add(middleware)
 
     def _nap(self, seconds: float) -> None:
-        self._closing.wait(seconds)
+        nap(seconds, self._closing)
 
     def close(self) -> None:
         """Bounded and idempotent: calls in flight are cut and raise

@@ -154,3 +154,27 @@ def test_an_interrupted_plain_line_says_so(monkeypatch: pytest.MonkeyPatch) -> N
     bar.update(3)
     bar.close(interrupted=True)
     assert out.getvalue().startswith("batch interrupted at 3/10 in ")
+
+
+def test_ctrl_c_wakes_batch_calls_asleep_in_a_retry_backoff(make_manager: Any, llm_simulator: Any,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import llm_sync.manager as manager_module
+
+    asleep = threading.Semaphore(0)
+    real_nap = manager_module.nap
+
+    def noting_nap(seconds: float, closing: threading.Event) -> None:
+        asleep.release()
+        real_nap(seconds, closing)
+
+    monkeypatch.setattr(manager_module, "nap", noting_nap)
+    llm_simulator.inject(503, count=2, headers={"retry-after": "20"})
+    client = make_manager(max_size=2, max_retries=3, retry_budget=120).get_client("anthropic")
+    monkeypatch.setattr(client_module, "_wait", _interrupt_after(asleep, 2))  # both calls backing off 20 s
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        client.complete_batch(["a", "b"])
+    elapsed = time.monotonic() - started
+    assert _batch_threads() == []  # woken and joined, not left asleep
+    assert elapsed < 5, f"the batch held the Ctrl-C for {elapsed:.1f}s"
+    assert llm_simulator.request_count() == 2  # woken calls did not send again
