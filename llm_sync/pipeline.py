@@ -45,6 +45,7 @@ from .errors import (
     LLMTransportError,
 )
 from .keys import PooledKey
+from .middleware.ratelimit import RateLimitMiddleware
 from .models import LLMResponse, Usage
 from .pool import KeyPool, Lease
 from .prompt_cache import CacheCost, PromptCacheTracker, breakpoints, discounted, scope_key
@@ -81,7 +82,7 @@ class Sends:
     key for each re-send. The sole owner that ends them: each is settled,
     refunded or released exactly once, here."""
 
-    __slots__ = ("_pipeline", "_key", "_context", "_first", "current", "_costs")
+    __slots__ = ("_pipeline", "_key", "_context", "_first", "current", "_costs", "_wake_owed")
 
     def __init__(self, pipeline: "Pipeline", key: PooledKey, context: CallContext,
                  first: Reservation, first_cost: Optional[Cost] = None) -> None:
@@ -93,6 +94,10 @@ class Sends:
         # What each send was charged for: a prompt-cache discount is
         # recorded and calibrated at settle time (at most one per send).
         self._costs: list[tuple[Reservation, Cost]] = [] if first_cost is None else [(first, first_cost)]
+        # A 429's refund leaves the line asleep until its key is paused (by
+        # RateLimitMiddleware, which wakes it); if nothing pauses it, the
+        # pass wakes the line when it ends.
+        self._wake_owed = False
 
     def _cost_of(self, reservation: Reservation) -> Optional[Cost]:
         for held, cost in self._costs:
@@ -178,7 +183,11 @@ class Sends:
         elif isinstance(error, LLMTransportError) and not error.sent:
             limiter.refund(reservation, answered=False)  # never reached the server
         elif _is_server_429(error):
-            limiter.refund(reservation, headers)  # refused: nothing was counted
+            # Refused, nothing counted. The line wakes once the key is
+            # paused, not before: a waiter must not slip onto it meanwhile.
+            pauses = self._key.middleware_chain.get_middleware(RateLimitMiddleware) is not None
+            limiter.refund(reservation, headers, wake=not pauses)
+            self._wake_owed = self._wake_owed or pauses
         elif isinstance(error, LLMProviderError) and error.status_code is not None \
                 and error.status_code < 500 and not mid_stream:
             limiter.refund(reservation, headers, keep_request=True)
@@ -195,6 +204,9 @@ class Sends:
                     limiter.refund(reservation, answered=False)
                 else:
                     limiter.release(reservation)
+        if self._wake_owed:  # in case no middleware paused the key after all
+            self._wake_owed = False
+            limiter.wake()
 
     def requeue_or_raise(self, error: LLMError) -> None:
         """A server 429 on a pooled call: send the call on through the pool

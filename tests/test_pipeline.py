@@ -256,3 +256,59 @@ def test_a_limit_enforced_locally_is_told_from_a_server_429(mock: responses.Requ
     assert caught.value.local is True and caught.value.status_code is None
     assert caught.value.retry_after is not None and caught.value.retry_after > 0.5
     assert len(mock.calls) == 1  # refused before sending
+
+
+def _events_around_a_429(mock: responses.RequestsMock, manager: LLMManager, retry_after: str = "0.01") -> list[str]:
+    """The limiter's steps while a call meets a server 429 and is requeued."""
+    limiter = manager.pool("anthropic").limiter
+    events: list[str] = []
+    for name in ("settle", "pause"):
+        real = getattr(limiter.backend, name)
+
+        def spy(*args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
+            events.append("refund" if _name == "settle" and not events else _name)
+            return _real(*args, **kwargs)
+
+        setattr(limiter.backend, name, spy)
+    real_changed = limiter._changed
+
+    def changed() -> None:
+        if events:
+            events.append("wake")
+        real_changed()
+
+    limiter._changed = changed  # type: ignore[method-assign]
+    mock.add(responses.POST, URLS["anthropic"], status=429, json={"type": "error", "error": {
+        "type": "rate_limit_error", "message": "slow down"}}, headers={"retry-after": retry_after})
+    mock.add(responses.POST, URLS["anthropic"], json=OK["anthropic"])
+    manager.get_client("anthropic").complete("hi")
+    return events
+
+
+def test_a_429_pauses_its_key_before_the_refund_wakes_anyone(mock: responses.RequestsMock, manager: LLMManager):
+    events = _events_around_a_429(mock, manager)
+    assert events[:3] == ["refund", "pause", "wake"], events  # no waiter sees the key before its pause
+    _settled(manager, "anthropic")
+
+
+def test_without_rate_limit_middleware_a_429_refund_still_wakes_the_line(mock: responses.RequestsMock,
+                                                                          manager: LLMManager):
+    for key in manager.pool("anthropic").clients:
+        key.middleware_chain.remove(RateLimitMiddleware)
+    events = _events_around_a_429(mock, manager)
+    assert "pause" not in events and events[:2] == ["refund", "wake"], events
+    _settled(manager, "anthropic")
+
+
+def test_a_429_swallowed_before_the_pause_still_wakes_the_line_when_the_pass_ends(
+        mock: responses.RequestsMock, manager: LLMManager):
+    class Fallback(Middleware):  # innermost: answers for a 429, so nothing pauses the key
+        def handle(self, request: Any, context: Any, call_next: Any) -> Any:
+            try:
+                return call_next(request)
+            except LLMRateLimitError:
+                return LLMResponse(content="fallback", model="m", provider="anthropic", usage=Usage())
+
+    manager.add_middleware(Fallback(), "anthropic")
+    events = _events_around_a_429(mock, manager, retry_after="3600")  # too long to requeue: the error stands
+    assert "pause" not in events and events[:2] == ["refund", "wake"], events

@@ -432,9 +432,12 @@ class ProviderLimiter:
         self._apply(reservation, None, observations, True, ended=False)
 
     def refund(self, reservation: Reservation, headers: Optional[Mapping[str, str]] = None, *,
-               keep_request: bool = False, answered: bool = True) -> None:
+               keep_request: bool = False, answered: bool = True, wake: bool = True) -> None:
         """Give the charges back: the server never saw the call, or refused
-        it without counting its tokens (``keep_request``: it did count it)."""
+        it without counting its tokens (``keep_request``: it did count it).
+        ``wake=False``: leave the line asleep, for a 429 whose pause comes
+        next (a waiter must not slip onto the key in between); the caller
+        then owes a :meth:`wake`."""
         with self._cond:
             if not self._claim(reservation):
                 return
@@ -445,7 +448,12 @@ class ProviderLimiter:
                 for dimension, amount in reservation.amounts.items():
                     reservation.scope.unsent[dimension] -= amount
             observations, ends_probing = self._finish(reservation, headers, answered=answered)
-        self._apply(reservation, back, observations, ends_probing)
+        self._apply(reservation, back, observations, ends_probing, wake=wake)
+
+    def wake(self) -> None:
+        """Wake the line: capacity may have come free."""
+        with self._cond:
+            self._changed()
 
     def release(self, reservation: Reservation, headers: Optional[Mapping[str, str]] = None) -> None:
         """The call ended without usage figures: keep the charges as made."""
@@ -532,7 +540,8 @@ class ProviderLimiter:
         return moved
 
     def _apply(self, reservation: Reservation, delta: Optional[Mapping[str, float]],
-               observations: Mapping[str, Observation], ends_probing: bool, *, ended: bool = True) -> None:
+               observations: Mapping[str, Observation], ends_probing: bool, *, ended: bool = True,
+               wake: bool = True) -> None:
         """The backend half of a settlement, without the lock; then wake
         the line. A scope the key moved to (its organisation's) is charged
         what the call cost when it ``ended``; a stream's opening headers
@@ -567,7 +576,8 @@ class ProviderLimiter:
                     scope.answered = True
                     if moved is not None:  # that organisation has answered, with its figures
                         moved[0].answered = True
-                self._changed()
+                if wake:
+                    self._changed()
             if self._warnings:
                 self._log_warnings()
 
