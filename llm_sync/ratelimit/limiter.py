@@ -124,6 +124,9 @@ class ProviderLimiter:
             self._declare(key.home)
         self._sequence = 0
         self._cursor = -1  # where the next window of keys starts (see _window)
+        # Scopes a key's move to its organisation made, with the scope each
+        # is seeded from: filled under the lock, seeded by _apply after it.
+        self._to_seed: list[tuple[Scope, Scope]] = []
         self._line: list[int] = []  # tickets of callers waiting, first come first
         self._pinned = 0  # callers waiting for one particular key
         self._next_ticket = 0
@@ -532,8 +535,14 @@ class ProviderLimiter:
         owner = f"{self._prefix}:org:{organization}"
         if owner == key.owner:
             return None
-        key.owner = owner
+        old_owner, key.owner = key.owner, owner
         moved = self.scopes.moved(reservation.scope, owner)
+        # The key's other model classes in use move too: each new scope is
+        # seeded from the old one's levels (calls still out included) when
+        # _apply runs, so no class starts full at its organisation's scope.
+        for scope in self.scopes:
+            if scope.owner == old_owner and scope is not reservation.scope and scope.declared:
+                self._to_seed.append((self.scopes.moved(scope, owner)[0], scope))
         # Scopes resolve from key.owner; the one cached on the key is its
         # default model's.
         key.home = self.scopes.resolve(key, self.scopes.default_model)
@@ -550,6 +559,7 @@ class ProviderLimiter:
         self._declare(reservation.key.home)  # new when the key learned its organisation
         with self._cond:
             moved, reservation.moved = reservation.moved, None
+            to_seed, self._to_seed = self._to_seed, []
         try:
             if (delta and any(delta.values())) or observations:
                 self.backend.settle(scope.id, delta, observations, reservation.source)
@@ -570,6 +580,9 @@ class ProviderLimiter:
                         self.backend.adjust(new.id, charge)
                 if new_observations:
                     self.backend.sync(new.id, new_observations)
+            for new_scope, old_scope in to_seed:
+                self._declare(new_scope)
+                self.backend.seed(new_scope.id, old_scope.id, {})
         finally:
             with self._cond:
                 if ends_probing:

@@ -289,3 +289,21 @@ def test_a_charge_on_a_scope_the_key_just_left_is_given_back_and_chosen_again():
     assert after.buckets["requests"].level == pytest.approx(before.buckets["requests"].level)
     assert after.buckets["input_tokens"].level == pytest.approx(before.buckets["input_tokens"].level)
     assert all(abs(v) < 1e-9 for v in old.unsent.values())
+
+
+def test_every_model_class_of_a_key_moves_to_its_organisation_with_what_it_owes() -> None:
+    """A call out on another model class when the key learns its
+    organisation still counts there: that class's new scope is seeded from
+    the key's own, not made full."""
+    limits = RateLimitConfig(requests_per_minute=60)
+    limiter = _limiter([0.0], keys=[("anthropic-0", limits)], default_model="m", name="anthropic")
+    k0 = limiter.keys[0]
+    for model in ("m", "other"):
+        limiter.scope_for(k0, model).answered = True
+    out = [limiter.reserve(Cost(10, 10, "other"), deadline=None, only=k0) for _ in range(3)]  # in flight
+    for reservation in out:
+        limiter.mark_sent(reservation)
+    _answer(limiter, k0, {"anthropic-organization-id": "org-abc"})  # answered on model "m"
+    moved = limiter.scope_for(k0, "other")
+    assert moved.owner == "anthropic:org:org-abc"
+    assert limiter.backend.snapshot(moved.id).buckets["requests"].level == pytest.approx(57.0)
