@@ -573,3 +573,13 @@ def test_every_duration_in_the_config_is_finite(field: str, value: float):
     target[parts[-1]] = value
     with pytest.raises(LLMConfigError, match=re.escape(field.split(".")[-1])):
         load_config(data, env={})
+
+
+def test_a_rediss_backend_takes_its_password_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_SYNC_TEST_REDIS_PW", "pw-from-env-7f3a")
+    with LLMManager.from_dict({"providers": {"anthropic": {"api_keys": ["k"]}},
+                               "rate_limit_backend": "rediss://:${LLM_SYNC_TEST_REDIS_PW}@127.0.0.1:1/0"}) as manager:
+        assert manager.config.rate_limit_backend == "rediss://:pw-from-env-7f3a@127.0.0.1:1/0"
+        backend = manager.get_status("anthropic")["rate_limit_backend"]
+        assert backend["url"] == "rediss://***@127.0.0.1:1/0"
+        assert "pw-from-env-7f3a" not in repr(backend) + repr(manager.config) + repr(manager)
