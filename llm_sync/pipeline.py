@@ -27,7 +27,6 @@ endpoint and keeps no per-call state; per-call state lives in the call's
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import replace
 from typing import Any, Callable, Optional, TypeVar, Union, cast
@@ -48,7 +47,7 @@ from .keys import PooledKey
 from .middleware.ratelimit import RateLimitMiddleware
 from .models import LLMResponse, Usage
 from .pool import KeyPool, Lease
-from .prompt_cache import CacheCost, PromptCacheTracker, breakpoints, discounted, scope_key
+from .prompt_cache import CacheCost, PromptCacheTracker, breakpoints
 from .providers.base import COUNT_UNSUPPORTED, LLMRequest, Provider
 from .ratelimit.limiter import Cost, ProviderLimiter, Reservation
 from .streaming import Stream
@@ -157,15 +156,14 @@ class Sends:
             # calibrate it against the whole prompt, not against the charge.
             prompt = counted + (usage.cache_read_input_tokens or 0) \
                 if reads_apart and not self._pipeline.cache_reads_counted else counted
-            cost = self._cost_of(reservation)
-            if isinstance(cost, CacheCost):
-                tracker = self._pipeline.prompt_cache
-                if tracker is not None and (usage.cache_creation_input_tokens or usage.cache_read_input_tokens):
-                    tracker.record(cost.scope, cost.marks)
-                # A discounted estimate covered only the part not cached:
-                # calibrate it against that share of the whole prompt.
-                prompt = max(1, round(prompt * cost.share))
             limiter.settle(reservation, counted, output, response.headers, prompt_tokens=prompt)
+            cost = self._cost_of(reservation)
+            if isinstance(cost, CacheCost) and cost.tracker is not None \
+                    and (usage.cache_creation_input_tokens or usage.cache_read_input_tokens):
+                # Cached for the key's scope as it is now (the answer may
+                # have moved it to its organisation's): the next call there
+                # is charged for the rest of the prompt only.
+                cost.tracker.record(limiter.scope_for(reservation.key, cost.model).id, cost.marks)
         else:  # a server that reports no usage (many compatible servers' streams): keep the estimate
             limiter.release(reservation, response.headers)
 
@@ -320,12 +318,9 @@ class Pipeline:
         marks = breakpoints(request.messages, request.system, request.tools)
         if not marks:
             return Cost(base, request.max_tokens, request.model)
-        scope = scope_key(self.provider.endpoint, request.model)
-        cached = tracker.cached_tokens(scope, marks)
-        charged = base
-        if cached and total > 0:
-            charged = max(1, min(base, math.ceil(base * discounted(total, cached) / total)))
-        return CacheCost(charged, request.max_tokens, request.model, prompt_tokens=base, scope=scope, marks=marks)
+        # Discounted per candidate key when the limiter chooses one: the
+        # server's cache is per organisation.
+        return CacheCost(base, request.max_tokens, request.model, total=total, marks=marks, tracker=tracker)
 
     def _cost(self, request: LLMRequest, deadline: Optional[float]) -> Cost:
         """What the first reservation charges: the input estimate (or the

@@ -18,13 +18,11 @@ counted as input (OpenAI: ``cached_tokens`` are part of
 ``prompt_tokens``), nothing is tracked and nothing is discounted; where
 they are not (Anthropic) the tracker is on.
 
-Scope: for now a scope is the endpoint's name and the request's model
-(:func:`scope_key`). The server's cache is per organisation (a key, or a
-group of keys); once the limiter has scope ids (key or group × model
-class) they replace this key and the discount can be taken per scope.
-Until then an endpoint whose keys belong to different organisations may
-see an optimistic estimate on a key whose cache is cold (the limiter's
-settle corrects the charge from the real usage).
+Scope: the server's cache is per organisation (a key, or a group of
+keys), so prefixes are recorded per rate-limit scope id (key or group ×
+model class) and the discount is taken per candidate key when the limiter
+chooses one (:meth:`CacheCost.input_for`): a key whose cache is cold is
+charged the whole prompt.
 
 Privacy: only a hash of the typed blocks' JSON (without their
 ``cache_control``) and a token estimate are kept, never the content.
@@ -46,7 +44,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
 
 from .ratelimit.key import Cost
@@ -59,7 +57,6 @@ __all__ = [
     "breakpoints",
     "cache_ttl",
     "discounted",
-    "scope_key",
     "DEFAULT_TTL",
     "DEFAULT_MAX_ENTRIES",
     "DEFAULT_MIN_TOKENS",
@@ -91,24 +88,22 @@ class Breakpoint(NamedTuple):
 @dataclass(frozen=True)
 class CacheCost(Cost):
     """A :class:`Cost` whose request has breakpoints. ``input_tokens`` is
-    what is charged (discounted when a prefix is cached); ``prompt_tokens``
-    is the estimate of the whole prompt in the same units, so the settle
-    step can calibrate like against like; ``scope`` and ``marks`` are what
-    to record when the answer shows the cache was used."""
+    the whole prompt's estimate (what the input estimate is calibrated
+    against); :meth:`input_for` is what a scope is charged: less where that
+    scope has the longest cached prefix fresh. ``total``: the local
+    estimate of the whole prompt (the units ``marks`` are counted in);
+    ``marks`` are what to record when the answer shows the cache was used."""
 
-    prompt_tokens: int = 0
-    scope: str = ""
+    total: int = 0
     marks: tuple[Breakpoint, ...] = ()
+    tracker: Optional["PromptCacheTracker"] = field(default=None, compare=False, repr=False)
 
-    @property
-    def share(self) -> float:
-        """The charged part of the whole prompt (1.0: no discount)."""
-        return min(1.0, self.input_tokens / self.prompt_tokens) if self.prompt_tokens > 0 else 1.0
-
-
-def scope_key(endpoint: str, model: str) -> str:
-    """The tracker's scope for now: endpoint and model (see the module doc)."""
-    return f"{endpoint}\x00{model}"
+    def input_for(self, scope: str) -> int:
+        cached = self.tracker.cached_tokens(scope, self.marks) if self.tracker is not None else 0
+        if not cached or self.total <= 0:
+            return self.input_tokens
+        base = self.input_tokens
+        return max(1, min(base, math.ceil(base * discounted(self.total, cached) / self.total)))
 
 
 def cache_ttl(cache_control: Any) -> Optional[float]:

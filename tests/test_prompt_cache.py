@@ -174,26 +174,24 @@ def pipeline(kind: str) -> Any:
     return manager, manager._runtime(kind).pipeline
 
 
-def test_anthropic_cost_is_discounted_once_the_prefix_is_recorded():
+def test_anthropic_cost_is_discounted_on_the_scope_that_has_the_prefix_cached():
     manager, pipe = pipeline("anthropic")
     try:
         clock = Clock()
         pipe.prompt_cache = PromptCacheTracker(clock=clock)
         req = request(cached_system(), question="What now? " * 100)
-        first = pipe.cost_estimate(req)
+        cost = pipe.cost_estimate(req)
         total = estimate_tokens(req.messages, req.system, req.tools)
-        assert isinstance(first, CacheCost) and first.input_tokens == first.prompt_tokens == total
-        pipe.prompt_cache.record(first.scope, first.marks)
-        second = pipe.cost_estimate(req)
-        assert isinstance(second, CacheCost)
-        assert second.input_tokens == discounted(total, first.marks[-1].tokens) < 0.2 * total
-        assert second.share < 0.2
-        other_model = pipe.cost_estimate(request(cached_system(), question="What now? " * 100, model="m2"))
-        assert other_model.input_tokens == total  # another scope
-        native = pipe.cost_estimate(req, 2 * total)  # a native count is scaled by the same share
-        assert native.input_tokens == pytest.approx(2 * second.input_tokens, abs=2)
+        assert isinstance(cost, CacheCost) and cost.input_tokens == cost.total == total
+        assert cost.input_for("key-a|m") == total  # nothing cached yet
+        pipe.prompt_cache.record("key-a|m", cost.marks)
+        assert cost.input_for("key-a|m") == discounted(total, cost.marks[-1].tokens) < 0.2 * total
+        assert cost.input_for("key-b|m") == total  # another organisation's cache is cold
+        native = pipe.cost_estimate(req, 2 * total)  # a native count is scaled alike
+        assert isinstance(native, CacheCost)
+        assert native.input_for("key-a|m") == pytest.approx(2 * cost.input_for("key-a|m"), abs=2)
         clock.now += DEFAULT_TTL + 1
-        assert pipe.cost_estimate(req).input_tokens == total
+        assert cost.input_for("key-a|m") == total
     finally:
         manager.close()
 
@@ -206,3 +204,24 @@ def test_openai_counts_cache_reads_so_nothing_is_tracked():
         assert not isinstance(cost, CacheCost)
     finally:
         manager.close()
+
+
+def test_the_limiter_discounts_only_on_keys_whose_scope_has_the_prefix_cached():
+    from llm_sync.config import RateLimitConfig
+    from llm_sync.ratelimit.limiter import ProviderLimiter
+
+    limits = RateLimitConfig(input_tokens_per_minute=100_000)
+    limiter = ProviderLimiter([("k-0", limits), ("k-1", limits)], refunds_output=True)
+    warm, cold = limiter.keys
+    for key in limiter.keys:
+        key.home.answered = True
+    tracker = PromptCacheTracker()
+    req = request(cached_system(), question="What now? " * 100)
+    total = estimate_tokens(req.messages, req.system, req.tools)
+    marks = tuple(breakpoints(req.messages, req.system, req.tools))
+    tracker.record(warm.home.id, marks)  # only the first key's organisation has the prefix cached
+    cost = CacheCost(total, 16, "", total=total, marks=marks, tracker=tracker)
+    chosen = limiter.reserve(cost, deadline=None)
+    assert chosen.key is warm and chosen.amounts["input_tokens"] < 0.2 * total  # the discount makes it the best
+    pinned = limiter.reserve(cost, deadline=None, only=cold)
+    assert pinned.amounts["input_tokens"] == total  # a cold cache is charged in full

@@ -58,6 +58,11 @@ class Cost:
     output_tokens: int
     model: str = ""
 
+    def input_for(self, scope: str) -> int:
+        """The input estimate to charge on ``scope`` (a prompt-cache aware
+        cost charges less where that scope has the prompt's prefix cached)."""
+        return self.input_tokens
+
 
 def key_id(secret: str) -> str:
     """A key's name for its own buckets, the same in every process that
@@ -264,8 +269,9 @@ class KeyLimiter:
             self.calibration += CALIBRATION_WEIGHT * (actual / estimate - self.calibration)
             self.calibration = min(CALIBRATION_RANGE[1], max(CALIBRATION_RANGE[0], self.calibration))
 
-    def amounts(self, cost: Cost) -> dict[str, float]:
-        estimate = max(1.0, math.ceil(cost.input_tokens * self.calibration))
+    def amounts(self, cost: Cost, scope: str = "") -> dict[str, float]:
+        """What ``cost`` charges on ``scope`` of this key."""
+        estimate = max(1.0, math.ceil(cost.input_for(scope) * self.calibration))
         return {
             "requests": 1.0,
             "input_tokens": estimate,

@@ -238,7 +238,7 @@ class ProviderLimiter(Settlement):
                     self._wait(self._cond, None if deadline is None else deadline - now)
                     continue
                 window = self._window(candidates, whole)
-                plans = [_Plan(key, scope, key.amounts(cost), scope.probe_full, scope.in_flight, key.last_chosen)
+                plans = [_Plan(key, scope, key.amounts(cost, scope.id), scope.probe_full, scope.in_flight, key.last_chosen)
                          for key in window for scope in (self.scopes.resolve(key, cost.model),)]
                 # The backend breaks ties in list order: fewest calls in
                 # flight first, then the key chosen longest ago.
