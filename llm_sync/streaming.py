@@ -505,6 +505,12 @@ def iter_body(http: requests.Response) -> Iterator[bytes]:
     whatever the socket has (``read1``), so SSE is never held back."""
     raw = http.raw
     if getattr(raw, "chunked", False) or not hasattr(raw, "read1"):
+        if getattr(raw, "chunked", False) and hasattr(raw, "read_chunked") and raw.supports_chunked_reads():
+            # What iter_content(None) ends in, less two generator layers a
+            # chunk; urllib3's errors stay unwrapped (read_error reads both).
+            yield from raw.read_chunked(None, decode_content=True)
+            http._content_consumed = True
+            return
         yield from http.iter_content(chunk_size=None)
         return
     while True:
