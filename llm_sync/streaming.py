@@ -396,10 +396,7 @@ class Stream:
             self._fail(deadline_error(self._http.url))
             return
         if chunk is not None and self._fast is not None and self._parser.idle:
-            try:
-                texts = self._fast(chunk)
-            except _SHAPE_ERRORS:  # an index too long for int(): nothing was taken, feed() reports it
-                texts = None
+            texts = self._fast(chunk)
             if texts is not None:
                 self._queue += texts
                 return

@@ -34,12 +34,13 @@ _MESSAGE_EVENTS = frozenset({"message_start", "content_block_start", "content_bl
 # "index": N, "delta": {"type": "text_delta", "text": "..."}}\n\n``, its text
 # free of escapes, quotes and control characters — so its raw bytes, decoded,
 # are exactly what json.loads would give. Anything else (other keys, another
-# order, escapes, CR line ends, id: fields) takes the general path.
+# order, escapes, an index of 10 digits or more, CR line ends, id: fields)
+# takes the general path.
 _W = rb"[ \t]*"
 _FAST_TEXT_DELTA = re.compile(
     rb"(?:event: content_block_delta\n)?data: " + _W
     + rb"\{" + _W + rb'"type"' + _W + rb":" + _W + rb'"content_block_delta"' + _W + rb"," + _W
-    + rb'"index"' + _W + rb":" + _W + rb"(0|[1-9][0-9]*)" + _W + rb"," + _W
+    + rb'"index"' + _W + rb":" + _W + rb"(0|[1-9][0-9]{0,8})" + _W + rb"," + _W
     + rb'"delta"' + _W + rb":" + _W + rb"\{" + _W + rb'"type"' + _W + rb":" + _W + rb'"text_delta"' + _W + rb"," + _W
     + rb'"text"' + _W + rb":" + _W + rb'"([^"\\\x00-\x1f]+)"' + _W + rb"\}" + _W + rb"\}" + _W + rb"\n\n")
 
