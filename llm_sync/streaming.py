@@ -506,7 +506,7 @@ def iter_body(http: requests.Response) -> Iterator[bytes]:
             # What iter_content(None) ends in, less two generator layers a
             # chunk; urllib3's errors stay unwrapped (read_error reads both).
             yield from raw.read_chunked(None, decode_content=True)
-            http._content_consumed = True
+            http._content_consumed = True  # type: ignore[attr-defined]  # as iter_content leaves it
             return
         yield from http.iter_content(chunk_size=None)
         return

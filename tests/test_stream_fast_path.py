@@ -133,7 +133,7 @@ def _transcript(draw: Any) -> list[dict[str, Any]]:
         elif draw(st.integers(0, 3)) == 0:  # errors: rare, they end the stream
             events.append({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
     if draw(st.booleans()):
-        events.append({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+        events.append({"type": "message_delta", "delta": {"stop_reason": draw(st.sampled_from(["end_turn", "refusal"]))},
                        "usage": {"output_tokens": 7}})
         events.append({"type": "message_stop"})
     return events
