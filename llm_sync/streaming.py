@@ -193,7 +193,10 @@ class Stream:
 
     def __iter__(self) -> "Stream":
         self._claim("text")
-        if self._iterating and self._ended and not self._queue and self._error is None and not self._cut:
+        # Read to its end, or closed by the caller (whatever it had read
+        # ahead is dropped): a second pass would silently yield nothing.
+        if self._iterating and self._ended and self._error is None and (
+                self._cut == "" or (self._cut is None and not self._queue)):
             raise LLMError("a stream can be iterated only once")
         return self
 

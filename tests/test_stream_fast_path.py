@@ -295,3 +295,16 @@ def test_events_view_makes_text_deltas_from_fast_path_text() -> None:
     assert outcome == _outcome(_SlowDecoder, chunks, "events")
     assert [type(event).__name__ for event in outcome["items"]] == ["TextDelta", "TextDelta"]
     assert isinstance(SSEEvent("message", "x"), SSEEvent)
+
+
+def test_a_second_pass_after_close_is_refused_even_with_events_read_ahead() -> None:
+    """Several events in one chunk are queued at once; closing after the
+    first still makes a second pass an error, not a silent empty loop."""
+    from llm_sync.errors import LLMError as Error
+
+    stream = Stream(_HTTP(_wrap(_delta("a") + _delta("b") + _delta("c"))), _Provider(AnthropicStream), "c", 0.0)  # type: ignore[arg-type]
+    assert next(stream) == "a"
+    stream.close()
+    assert next(stream, None) is None
+    with pytest.raises(Error, match="only once"):
+        list(stream)
