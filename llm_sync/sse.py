@@ -51,6 +51,15 @@ class SSEParser:
         self._retry: int | None = None
 
     @property
+    def idle(self) -> bool:
+        """Between events: past the first line, nothing of a line or an
+        event buffered. A chunk of whole events fed now is parsed from a
+        clean slate, so a caller that recognises such a chunk may skip
+        ``feed`` for it (only ``id:``/``retry:`` fields, which this state
+        lacks, would change the parser; such a chunk must be fed)."""
+        return not (self._buf or self._pending or self._skip_lf or self._first_line or self._closed)
+
+    @property
     def truncated(self) -> bool:
         """True after close() if an unfinished event (or line) was discarded at EOF."""
         return self._truncated

@@ -32,7 +32,8 @@ import gc
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterator, MutableMapping, Optional, Protocol
+from collections import deque
+from typing import Any, Callable, Iterator, MutableMapping, Optional, Protocol, Union
 
 import requests
 
@@ -117,8 +118,13 @@ class Stream:
         self._watch = watch  # shuts the socket at the deadline, also mid-chunk; closed with the stream
         self._finishers: list[StreamFinisher] = []
         self._parser = SSEParser()
-        # Decoded events not yet handed out; text iteration skips all but TextDelta.
-        self._queue: list[StreamEvent] = []
+        # The decoder's fast path for chunks of plain text deltas, if it has one.
+        fast = self._decoder.feed_text_chunk
+        self._fast: Optional[Callable[[bytes], Optional[list[str]]]] = (
+            None if getattr(fast, "__func__", None) is StreamDecoder.feed_text_chunk else fast)
+        # Decoded events not yet handed out: text (a str, from the fast path)
+        # or events; text iteration skips all but text and TextDelta.
+        self._queue: deque[Union[str, StreamEvent]] = deque()
         self._view: Optional[str] = None  # "text" or "events", once reading began
         self._body: Optional[Iterator[bytes]] = None
         self._parts: list[str] = []
@@ -187,19 +193,42 @@ class Stream:
 
     def __iter__(self) -> "Stream":
         self._claim("text")
-        if self._iterating and self._ended and not self._queue and self._error is None and not self._cut:
+        # Read to its end, or closed by the caller (whatever it had read
+        # ahead is dropped): a second pass would silently yield nothing.
+        if self._iterating and self._ended and self._error is None and (
+                self._cut == "" or (self._cut is None and not self._queue)):
             raise LLMError("a stream can be iterated only once")
         return self
 
     def __next__(self) -> str:
-        self._claim("text")
+        # _next_event, inlined for text and without making TextDelta events.
+        if self._view != "text":
+            self._claim("text")
         self._iterating = True
+        queue = self._queue
         while True:
-            event = self._next_event()
-            if event is None:
+            if self._cut is not None:
+                self._raise_if_cut()  # StopIteration, or LLMClosedError
+            if queue:
+                item = queue.popleft()
+                if item.__class__ is str:
+                    text: str = item
+                elif isinstance(item, TextDelta):
+                    text = item.text
+                else:
+                    continue
+                self._parts.append(text)
+                return text
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            if self._ended:
                 raise StopIteration
-            if isinstance(event, TextDelta):
-                return event.text
+            try:  # _read
+                self._pump()
+            except Exception:
+                if self._cut is None:
+                    raise
 
     def events(self) -> Iterator[StreamEvent]:
         """Typed events as they arrive (:mod:`llm_sync.events`), TextDelta
@@ -242,7 +271,10 @@ class Stream:
             except StopIteration:
                 return None
             if self._queue:
-                event = self._queue.pop(0)
+                event = self._queue.popleft()
+                if isinstance(event, str):
+                    self._parts.append(event)
+                    return TextDelta(event)
                 if isinstance(event, TextDelta):
                     self._parts.append(event.text)
                 return event
@@ -255,7 +287,8 @@ class Stream:
 
     def _pending_text(self) -> str:
         """Text decoded but not handed out yet."""
-        return "".join(event.text for event in self._queue if isinstance(event, TextDelta))
+        return "".join(event if isinstance(event, str) else event.text
+                       for event in self._queue if isinstance(event, (str, TextDelta)))
 
     def _raise_if_cut(self) -> None:
         """Closed before its end: quietly by the caller, or by a shutdown
@@ -365,6 +398,11 @@ class Stream:
         if self._watch is not None and self._watch.fired:  # what was read may be cut short
             self._fail(deadline_error(self._http.url))
             return
+        if chunk is not None and self._fast is not None and self._parser.idle:
+            texts = self._fast(chunk)
+            if texts is not None:
+                self._queue += texts
+                return
         events = self._parser.feed(chunk) if chunk is not None else self._parser.close()
         try:
             for event in events:
@@ -467,6 +505,12 @@ def iter_body(http: requests.Response) -> Iterator[bytes]:
     whatever the socket has (``read1``), so SSE is never held back."""
     raw = http.raw
     if getattr(raw, "chunked", False) or not hasattr(raw, "read1"):
+        if getattr(raw, "chunked", False) and hasattr(raw, "read_chunked") and raw.supports_chunked_reads():
+            # What iter_content(None) ends in, less two generator layers a
+            # chunk; urllib3's errors stay unwrapped (read_error reads both).
+            yield from raw.read_chunked(None, decode_content=True)
+            http._content_consumed = True  # type: ignore[attr-defined]  # as iter_content leaves it
+            return
         yield from http.iter_content(chunk_size=None)
         return
     while True:

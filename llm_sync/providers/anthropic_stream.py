@@ -10,6 +10,7 @@ answer's blocks, tool calls, thinking and refusal.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -25,6 +26,23 @@ __all__ = ["AnthropicStream"]
 # Event types of a well-formed stream (anything else with an "error" object is an error).
 _MESSAGE_EVENTS = frozenset({"message_start", "content_block_start", "content_block_delta",
                              "content_block_stop", "message_delta", "message_stop", "ping"})
+
+
+# One whole SSE event carrying a plain text delta, as the API sends it
+# (compact JSON, or with spaces after separators as some servers write it):
+# ``[event: content_block_delta\n]data: {"type": "content_block_delta",
+# "index": N, "delta": {"type": "text_delta", "text": "..."}}\n\n``, its text
+# free of escapes, quotes and control characters — so its raw bytes, decoded,
+# are exactly what json.loads would give. Anything else (other keys, another
+# order, escapes, an index of 10 digits or more, CR line ends, id: fields)
+# takes the general path.
+_W = rb"[ \t]*"
+_FAST_TEXT_DELTA = re.compile(
+    rb"(?:event: content_block_delta\n)?data: " + _W
+    + rb"\{" + _W + rb'"type"' + _W + rb":" + _W + rb'"content_block_delta"' + _W + rb"," + _W
+    + rb'"index"' + _W + rb":" + _W + rb"(0|[1-9][0-9]{0,8})" + _W + rb"," + _W
+    + rb'"delta"' + _W + rb":" + _W + rb"\{" + _W + rb'"type"' + _W + rb":" + _W + rb'"text_delta"' + _W + rb"," + _W
+    + rb'"text"' + _W + rb":" + _W + rb'"([^"\\\x00-\x1f]+)"' + _W + rb"\}" + _W + rb"\}" + _W + rb"\n\n")
 
 
 @dataclass
@@ -69,6 +87,39 @@ class AnthropicStream(StreamDecoder):
             raise self._provider.error_from_event(data)
         handler = getattr(self, "_on_" + kind, None) if kind in _MESSAGE_EVENTS else None
         return handler(data) if handler is not None else None
+
+    def feed_text_chunk(self, chunk: bytes) -> Optional[list[str]]:
+        """Whole plain text-delta events to already open text blocks, with
+        no JSON decoding (see ``_FAST_TEXT_DELTA``); None otherwise."""
+        match = _FAST_TEXT_DELTA.match(chunk)
+        if match is None:
+            return None
+        opened = self._open.get(int(match[1]))
+        if opened is None or opened.type != "text":
+            return None
+        if match.end() == len(chunk):  # the usual case: one event a chunk
+            text = match[2].decode("utf-8", "replace")
+            opened.parts.append(text)
+            self._text.append(text)
+            return [text]
+        matches = [(opened, match)]
+        end = match.end()
+        while end < len(chunk):  # several events: all must qualify, or none is taken
+            match = _FAST_TEXT_DELTA.match(chunk, end)
+            if match is None:
+                return None
+            opened = self._open.get(int(match[1]))
+            if opened is None or opened.type != "text":
+                return None
+            matches.append((opened, match))
+            end = match.end()
+        texts = []
+        for opened, match in matches:
+            text = match[2].decode("utf-8", "replace")
+            opened.parts.append(text)
+            self._text.append(text)
+            texts.append(text)
+        return texts
 
     def _error_body(self, event: SSEEvent) -> Any:
         try:

@@ -163,6 +163,17 @@ class StreamDecoder(ABC):
         """Text to yield for this event (None for none); raises a typed
         error for an error event."""
 
+    def feed_text_chunk(self, chunk: bytes) -> Optional[list[str]]:
+        """A fast path: ``chunk`` (raw body bytes, fed while the SSE parser
+        is :attr:`~llm_sync.sse.SSEParser.idle`) parsed and fed at once,
+        when it is nothing but whole, plain text-delta events. Returns each
+        event's text, in order — what ``feed`` would have returned for
+        them, with the same effect on this decoder, except that no
+        TextDelta is appended to ``events`` (the Stream makes those it
+        needs). None, with nothing changed, for any other chunk: it then
+        goes through the parser and ``feed``. The default never applies."""
+        return None
+
     @staticmethod
     def load(event: SSEEvent) -> Any:
         try:
