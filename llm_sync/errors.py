@@ -69,11 +69,14 @@ _KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{2})[A-Za-z0-9_\-]+|(Bearer\s+)\S+")
 # The user[:password]@ of a URL (``redis://:pw@host``, ``https://u:p@gw``):
 # everything between ``scheme://`` and the last ``@`` before the path.
 _URL_CREDENTIALS = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#\s]*@")
+# ... and credentials given as query parameters (``redis://host/0?password=pw``).
+_QUERY_CREDENTIALS = re.compile(r"([?&](?:password|username|user|pass|pwd)=)[^&#\s]*", re.IGNORECASE)
 
 
 def redact(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
     """Mask API keys in ``text``: the given secrets, then anything key-like,
-    then the credentials of any URL (``scheme://***@host``)."""
+    then the credentials of any URL (``scheme://***@host``, and
+    ``?password=***`` in its query)."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
@@ -83,6 +86,8 @@ def redact(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
         text = _KEYLIKE.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
     if "@" in text and "://" in text:
         text = _URL_CREDENTIALS.sub(r"\1***@", text)
+    if "=" in text and "://" in text:
+        text = _QUERY_CREDENTIALS.sub(r"\1***", text)
     return text
 
 

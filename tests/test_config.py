@@ -583,3 +583,10 @@ def test_a_rediss_backend_takes_its_password_from_the_environment(monkeypatch: p
         backend = manager.get_status("anthropic")["rate_limit_backend"]
         assert backend["url"] == "rediss://***@127.0.0.1:1/0"
         assert "pw-from-env-7f3a" not in repr(backend) + repr(manager.config) + repr(manager)
+
+
+def test_a_redis_password_given_in_the_query_never_shows() -> None:
+    with LLMManager.from_dict({"providers": {"anthropic": {"api_keys": ["k"]}},
+                               "rate_limit_backend": "redis://127.0.0.1:1/0?password=q-s3cret-9"}) as manager:
+        shown = repr(manager.get_status("anthropic")["rate_limit_backend"]) + repr(manager.config)
+        assert "q-s3cret-9" not in shown and "password=***" in shown

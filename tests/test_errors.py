@@ -590,3 +590,11 @@ _PIECES = st.sampled_from(["sk-", "sk-ant-abc123", "Bearer ", "bearer x", "://",
        secrets=st.lists(st.sampled_from(["", "TOKEN", "sk-ant-abc123", "pw"]), max_size=2).map(tuple))
 def test_redact_equals_running_every_pattern(text: str, secrets: tuple[str, ...]):
     assert errors_module.redact(text, secrets) == _redact_always_running_both_patterns(text, secrets)
+
+
+def test_redact_masks_credentials_given_as_url_query_parameters():
+    from llm_sync.errors import redact
+
+    assert redact("redis://127.0.0.1:6379/15?password=s3cret&db=2") == "redis://127.0.0.1:6379/15?password=***&db=2"
+    assert redact("unix:///tmp/r.sock?db=0&Password=abc") == "unix:///tmp/r.sock?db=0&Password=***"
+    assert redact("see https://example.test/?q=1") == "see https://example.test/?q=1"

@@ -184,6 +184,7 @@ class Reservation:
     # Where the backend took the charges (its admission's source): they are
     # corrected there, even if the backend has switched stores since.
     source: Any = None
+    aliased: bool = False  # ... and on the organisation's scope it forwards to
 
 
 def config_limits(config: Optional[RateLimitConfig]) -> dict[str, float]:

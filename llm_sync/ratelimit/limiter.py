@@ -140,7 +140,9 @@ class ProviderLimiter(Settlement):
         self._warnings: list[str] = []
         self._closed = False
         self._pid = os.getpid()
-        # Names this limiter's first-in-line caller to a shared backend.
+        # Names this limiter's first-in-line caller to a shared backend: one
+        # name for the process, so a claim a caller left behind (deadline,
+        # Ctrl-C) is its successor's, never a stranger's that blocks it.
         self._claimant = uuid.uuid4().hex
 
     def __repr__(self) -> str:
@@ -255,7 +257,7 @@ class ProviderLimiter(Settlement):
                     self._declare(plan.scope)
                 admission = self.backend.admit([(plan.scope.id, plan.amounts) for plan in plans],
                                                self.transit_margin, take=first, eligible=eligible,
-                                               claimant="" if ticket is None else f"{self._claimant}:{ticket}")
+                                               claimant="" if ticket is None else self._claimant)
             except BaseException:
                 self._unhold(held, None)
                 raise
@@ -311,10 +313,11 @@ class ProviderLimiter(Settlement):
                 self._sequence += 1
                 granted.key.last_chosen = self._sequence
                 return Reservation(granted.key, self, granted.amounts, cost.input_tokens, granted.scope,
-                                   source=admission.source), 0
+                                   source=admission.source, aliased=admission.aliased), 0
             granted.scope.hold(granted.amounts, sign=-1.0)
             self._changed()
-        self.backend.settle(granted.scope.id, {d: -a for d, a in granted.amounts.items()}, None, admission.source)
+        self.backend.settle(granted.scope.id, {d: -a for d, a in granted.amounts.items()}, None, admission.source,
+                            aliased=admission.aliased)
         return None, 1
 
     def _check_open(self) -> None:

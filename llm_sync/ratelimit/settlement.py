@@ -268,7 +268,8 @@ class Settlement:
             to_seed, self._to_seed = self._to_seed, []
         try:
             if (delta and any(delta.values())) or observations:
-                self.backend.settle(scope.id, delta, observations, reservation.source)
+                self.backend.settle(scope.id, delta, observations, reservation.source,
+                                    aliased=reservation.aliased)
             if moved is not None:
                 new, new_observations, fresh = moved
                 self._declare(new)
@@ -282,7 +283,9 @@ class Settlement:
                     self.backend.seed(new.id, scope.id, {} if ended else reservation.amounts)
                 else:
                     charge = {d: amount + (delta or {}).get(d, 0.0) for d, amount in reservation.amounts.items()}
-                    if ended and any(charge.values()):
+                    # Admitted through the old scope's alias, the call was
+                    # charged (and is corrected) there already.
+                    if ended and not reservation.aliased and any(charge.values()):
                         self.backend.adjust(new.id, charge)
                 if new_observations:
                     self.backend.sync(new.id, new_observations)

@@ -467,3 +467,88 @@ def test_callers_in_line_cost_two_round_trips_a_call_however_many_wait(prefix: s
     for thread in threads:
         thread.join(30)
     assert backend.round_trips == 2 * 80  # one admit and one settle each; callers behind the head never ask
+
+
+def test_a_call_admitted_through_an_alias_is_corrected_there_too(prefix: str) -> None:
+    clock = FakeClock()
+    backend = RedisBackend(REDIS_URL, prefix=prefix, clock=clock)
+    for scope in ("key", "org"):
+        backend.declare(scope, {"input_tokens": 6000.0}, None)
+    backend.seed("org", "key", {})  # another process moved the key
+    admitted = backend.admit([("key", {"input_tokens": 4000.0})], 0.0, take=True)
+    assert admitted.granted and admitted.aliased
+    assert backend.snapshot("org").buckets["input_tokens"].level == 2000.0
+    backend.settle("key", {"input_tokens": -4000.0}, None, aliased=True)  # refunded: never sent
+    assert backend.snapshot("key").buckets["input_tokens"].level == 6000.0
+    assert backend.snapshot("org").buckets["input_tokens"].level == 6000.0
+    unaliased = backend.admit([("org", {"input_tokens": 100.0})], 0.0, take=True)
+    assert unaliased.granted and not unaliased.aliased
+
+
+def test_a_call_admitted_through_an_alias_is_charged_once_on_the_organisation(prefix: str) -> None:
+    """Process ``moved`` already knows key 1's organisation; ``behind``
+    admits a call on key 1's old scope (so on the organisation's, through
+    the alias), learns the organisation from key 2 first, then settles the
+    call: the organisation's scope is not charged for it again."""
+    first_key, second_key = f"sk-{uuid.uuid4().hex}", f"sk-{uuid.uuid4().hex}"
+    headers = {"anthropic-organization-id": f"org-{uuid.uuid4().hex[:8]}"}
+    limits = RateLimitConfig(input_tokens_per_minute=100_000)
+    moved = _limiter(prefix, first_key, limits)
+    behind = ProviderLimiter([("anthropic-0", limits), ("anthropic-1", limits)], refunds_output=True,
+                             key_ids=[key_id(first_key), key_id(second_key)],
+                             backend=RedisBackend(REDIS_URL, prefix=prefix))
+    learn = moved.reserve(Cost(10, 10), deadline=None)
+    moved.mark_sent(learn)
+    moved.settle(learn, 10, 10, headers)  # key 1's scope now forwards to the organisation's
+    k1, k2 = behind.keys
+    call = behind.reserve(Cost(2000, 10), deadline=None, only=k1)
+    assert call.aliased
+    behind.mark_sent(call)
+    other = behind.reserve(Cost(10, 10), deadline=None, only=k2)
+    behind.mark_sent(other)
+    behind.settle(other, 10, 10, headers)  # ``behind`` meets the organisation through key 2
+    org = behind.scope_for(k2).id
+    before = behind.backend.snapshot(org).buckets["input_tokens"].level
+    behind.settle(call, int(call.amounts["input_tokens"]), 10, headers)  # usage exactly as charged
+    after = behind.backend.snapshot(org).buckets["input_tokens"].level
+    assert after == pytest.approx(before, abs=50)  # + a moment's refill; charged once, at admission
+
+
+def test_a_claim_left_by_a_caller_that_gave_up_does_not_block_its_own_process(prefix: str) -> None:
+    clock = FakeClock()
+    waits: list[Optional[float]] = []
+
+    def wait(cond: threading.Condition, timeout: Optional[float]) -> None:
+        waits.append(timeout)
+        clock.now += timeout or 0.0
+
+    backend = RedisBackend(REDIS_URL, prefix=prefix, clock=clock)
+    limiter = ProviderLimiter([("k-0", RateLimitConfig(input_tokens_per_minute=600))], refunds_output=True,
+                              backend=backend, clock=clock, wait=wait, transit_margin=0.0)
+    limiter.keys[0].home.answered = True
+    limiter.keys[0].calibration = 1.0
+    backend.declare(limiter.keys[0].home.id, {"input_tokens": 600.0}, None)
+    backend.admit([(limiter.keys[0].home.id, {"input_tokens": 500.0})], 0.0, take=True)  # 100 left
+    with pytest.raises(LLMRateLimitError):  # needs 40 s; gives up at once, leaving its claim
+        limiter.reserve(Cost(500, 0), deadline=clock.now + 1)
+    waits.clear()
+    limiter.reserve(Cost(50, 0), deadline=clock.now + 1)  # fits now: its own process's claim is no bar
+    assert waits == []
+
+
+def test_fail_open_keeps_one_local_store_across_outages() -> None:
+    clock = FakeClock()
+    backend = _failover("redis://127.0.0.1:1/0", clock, local_share=0.5, rejoin_after=2.0)
+    backend.declare("s", {"requests": 20.0}, None)
+    assert sum(backend.admit([("s", {"requests": 1.0})], 0.0, take=True).granted for _ in range(20)) == 10
+    backend._local = None  # as if Redis had answered a ping and the process rejoined it
+    clock.now += 0.1
+    again = sum(backend.admit([("s", {"requests": 1.0})], 0.0, take=True).granted for _ in range(20))
+    assert again == 0 and backend.fallbacks == 2  # the second outage finds the same, spent, bucket
+
+
+def test_after_fork_runs_once_per_process() -> None:
+    backend = _failover("redis://127.0.0.1:1/0", FakeClock())
+    lock, primary_lock = backend._lock, backend.primary._lock
+    backend.after_fork()  # not a child: nothing to redo, nothing swapped under other threads
+    assert backend._lock is lock and backend.primary._lock is primary_lock

@@ -50,6 +50,9 @@ class Admission:
     best: Optional[int]
     granted: bool = False
     source: Any = None
+    # The grant was also charged to the scope the chosen one forwards to
+    # (a key another process moved to its organisation's scope).
+    aliased: bool = False
 
 
 def rank_best(quotes: Sequence[Quote], eligible: Sequence[bool]) -> Optional[int]:
@@ -122,9 +125,11 @@ class RateLimitBackend(ABC):
         """Apply what the server's headers say (see ``ScopeState.sync``)."""
 
     def settle(self, scope: str, delta: Optional[Mapping[str, float]],
-               observations: Optional[Mapping[str, Observation]], source: Any = None) -> None:
+               observations: Optional[Mapping[str, Observation]], source: Any = None, *,
+               aliased: bool = False) -> None:
         """:meth:`adjust` then :meth:`sync`, as one step where a backend can.
-        ``source``: the admission's, naming where the charge was made."""
+        ``source`` and ``aliased``: the admission's, naming where the
+        charge was made (the correction goes to the same places)."""
         if delta and any(delta.values()):
             self.adjust(scope, delta)
         if observations:

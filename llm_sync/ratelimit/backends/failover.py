@@ -16,6 +16,7 @@ which errs on the side of fewer calls.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any, Callable, Literal, Mapping, Optional, Sequence
@@ -59,6 +60,10 @@ class FailoverBackend(RateLimitBackend):
         self._lock = threading.Lock()
         self._specs: dict[str, tuple[Mapping[str, float], Optional[float]]] = {}
         self._local: Optional[MemoryBackend] = None  # set while failed open
+        # The local store, kept across outages: a Redis that flaps between
+        # failing and answering must not hand out a fresh full burst each time.
+        self._fallback: Optional[MemoryBackend] = None
+        self._pid = os.getpid()
         self._retry_at = 0.0
         self._probing = False
         self._healthy = True  # the shared backend's last operation succeeded
@@ -85,9 +90,11 @@ class FailoverBackend(RateLimitBackend):
                 if self._local is None:
                     switched = True
                     self.fallbacks += 1
-                    self._local = MemoryBackend(self._local_clock, share=self.local_share)
+                    if self._fallback is None:
+                        self._fallback = MemoryBackend(self._local_clock, share=self.local_share)
                     for scope, (limits, burst) in self._specs.items():
-                        self._local.declare(scope, limits, burst)
+                        self._fallback.declare(scope, limits, burst)  # new scopes only
+                    self._local = self._fallback
                 self._retry_at = self.clock() + self.rejoin_after
         if switched:  # one warning an outage, logged without the lock
             logger.warning("rate-limit backend unreachable (%s): limiting locally with %.3g of each limit "
@@ -134,7 +141,10 @@ class FailoverBackend(RateLimitBackend):
             result = operation(store)
         except BackendError as exc:
             self._failed(exc)  # fail_closed raises here
-            return operation(self._store())
+            # An admission whose reply was lost (a timeout) may have been
+            # taken on Redis as well: that charge is never corrected there;
+            # it refills. The call is admitted on the local store now.
+            return operation(self._local or self._fallback or self.primary)
         if not self._healthy:
             with self._lock:
                 self._healthy = True
@@ -168,7 +178,8 @@ class FailoverBackend(RateLimitBackend):
         return result
 
     def settle(self, scope: str, delta: Optional[Mapping[str, float]],
-               observations: Optional[Mapping[str, Observation]], source: Any = None) -> None:
+               observations: Optional[Mapping[str, Observation]], source: Any = None, *,
+               aliased: bool = False) -> None:
         """Correct the charge where it was made (``source``); without one
         (a sync of headers alone), wherever operations go now. A store that
         fails meanwhile drops the correction: never an error for a call
@@ -178,7 +189,7 @@ class FailoverBackend(RateLimitBackend):
             if target is None:
                 self._call(lambda store: store.settle(scope, delta, observations))
             else:
-                target.settle(scope, delta, observations)
+                target.settle(scope, delta, observations, aliased=aliased)
         except (BackendError, LLMRateLimitError) as exc:
             with self._lock:
                 self.errors += 1
@@ -229,11 +240,16 @@ class FailoverBackend(RateLimitBackend):
             }
 
     def after_fork(self) -> None:
+        """Once per child (every endpoint's limiter shares this backend and
+        calls it): a second call would swap locks other threads hold."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._probing = False
         self.primary.after_fork()
-        if self._local is not None:
-            self._local.after_fork()
+        if self._fallback is not None:
+            self._fallback.after_fork()
 
     def close(self) -> None:
         self.primary.close()

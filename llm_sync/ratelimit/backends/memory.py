@@ -83,7 +83,8 @@ class MemoryBackend(RateLimitBackend):
             self._state(scope).sync(self._scaled(observations), self.clock())
 
     def settle(self, scope: str, delta: Optional[Mapping[str, float]],
-               observations: Optional[Mapping[str, Observation]], source: Any = None) -> None:
+               observations: Optional[Mapping[str, Observation]], source: Any = None, *,
+               aliased: bool = False) -> None:
         with self._lock:
             state, now = self._state(scope), self.clock()
             if delta:

@@ -319,8 +319,9 @@ end
 
 # KEYS: scopes. ARGV: now, idle_ms, margin, take (0/1), claimant (empty:
 # none), then per scope a spec (SPEC_WIDTH), amounts (4) and eligible (0/1).
-# Returns the best index (-1: none), granted (0/1), then per scope wait,
-# headroom, oversize.
+# Returns the best index (-1: none), granted (0/1), aliased (0/1: the grant
+# was charged to the scope's alias too), then per scope wait, headroom,
+# oversize.
 #
 # Claims keep processes fair: a first-in-line caller (``claimant``) that
 # must wait claims its best scope for what it needs, until it fits (plus
@@ -365,7 +366,7 @@ for i = 1, #KEYS do
     end
   end
 end
-local granted = 0
+local granted, aliased = 0, 0
 if want and best ~= -1 and best_wait <= NO_WAIT then
   local s, a = states[best], amounts[best]
   for _, d in ipairs(s.order) do take(s.buckets[d], a[d] or 0.0, now) end
@@ -374,10 +375,11 @@ if want and best ~= -1 and best_wait <= NO_WAIT then
     local t = s.aliased
     for _, d in ipairs(t.order) do take(t.buckets[d], a[d] or 0.0, now) end
     t.dirty = true
+    aliased = 1
   end
   granted = 1
 end
-local out = {tostring(best == -1 and -1 or best - 1), tostring(granted)}
+local out = {tostring(best == -1 and -1 or best - 1), tostring(granted), tostring(aliased)}
 for _, s in pairs(loaded) do
   if s.dirty then save(s, now, idle_ms) end
 end
@@ -403,13 +405,20 @@ return out
 """
 
 # KEYS[1]: the scope. ARGV: now, idle_ms, spec (SPEC_WIDTH), delta (4),
-# observations (4 x 5). Correction first, then the header sync.
+# observations (4 x 5), aliased (0/1). Correction first, then the header
+# sync; a call admitted on the scope's alias too is corrected there too.
 SETTLE = PRELUDE + r"""
 local now = clock(ARGV[1])
 local s = load(KEYS[1], 3, now)
-adjust(s, amounts_at(3 + 5), now)
+local delta = amounts_at(3 + 5)
+adjust(s, delta, now)
 sync(s, 3 + 5 + 4, now)
 save(s, now, tonumber(ARGV[2]))
+if ARGV[3 + 5 + 4 + 20] == '1' and s.alias then  -- admitted on the alias too: corrected there too
+  local t = load_spec(s.alias, spec_parse(s.alias_spec), now)
+  adjust(t, delta, now)
+  save(t, now, tonumber(ARGV[2]))
+end
 return 1
 """
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import threading
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -77,6 +78,7 @@ class RedisBackend(RateLimitBackend):
         self.clock = clock
         self.socket_timeout = socket_timeout
         self._lock = threading.Lock()
+        self._pid = os.getpid()
         self._specs: dict[str, _Spec] = {}
         self.round_trips = 0
         self._client = client if client is not None else self._connect()
@@ -163,14 +165,14 @@ class RedisBackend(RateLimitBackend):
             allowed = True if eligible is None else eligible[index]
             args += [*self._spec(scope), *self._amounts(amounts), "1" if allowed else "0"]
         reply = self._run("admit", [self.key(scope) for scope, _ in requests], args)
-        best, granted = int(reply[0]), reply[1] in (b"1", "1")
+        best, granted, aliased = int(reply[0]), reply[1] in (b"1", "1"), reply[2] in (b"1", "1")
         quotes = []
         for index in range(len(requests)):
-            wait, headroom, oversize = reply[2 + 3 * index: 5 + 3 * index]
+            wait, headroom, oversize = reply[3 + 3 * index: 6 + 3 * index]
             over = oversize.decode() if isinstance(oversize, bytes) else str(oversize)
             quotes.append(Quote(_number(wait), _number(headroom), over or None,
                                 granted=granted and index == best))
-        return Admission(quotes, None if best < 0 else best, granted, source=self)
+        return Admission(quotes, None if best < 0 else best, granted, source=self, aliased=aliased)
 
     def quote(self, scope: str, amounts: Mapping[str, float], margin: float) -> Quote:
         return self.admit([(scope, amounts)], margin, take=False).quotes[0]
@@ -182,10 +184,12 @@ class RedisBackend(RateLimitBackend):
         return self.admit([(scope, amounts)], margin, take=True).quotes[0]
 
     def settle(self, scope: str, delta: Optional[Mapping[str, float]],
-               observations: Optional[Mapping[str, Observation]], source: Any = None) -> None:
+               observations: Optional[Mapping[str, Observation]], source: Any = None, *,
+               aliased: bool = False) -> None:
         if not (delta and any(delta.values())) and not observations:
             return
         args = self._head() + list(self._spec(scope)) + self._amounts(delta or {}) + self._observations(observations)
+        args.append("1" if aliased else "0")
         self._run("settle", [self.key(scope)], args)
 
     def adjust(self, scope: str, delta: Mapping[str, float]) -> None:
@@ -239,7 +243,11 @@ class RedisBackend(RateLimitBackend):
         return {"backend": "redis", "url": redact(self.url), "round_trips": self.round_trips}
 
     def after_fork(self) -> None:
-        """A child must not share the parent's sockets: new connections."""
+        """A child must not share the parent's sockets: new connections.
+        Once per child (a second call would reset connections in use)."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         pool = getattr(self._client, "connection_pool", None)
         if pool is not None:
