@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 __all__ = ["HeaderLimit", "parse_rate_limit_headers", "parse_organization", "ORGANIZATION_HEADERS", "parse_duration", "parse_rfc3339", "DIMENSIONS",
            "PLAUSIBLE_MIN_LIMIT", "PLAUSIBLE_MAX_LIMIT", "PLAUSIBLE_MAX_RESET"]
@@ -179,28 +179,27 @@ _reset_times: dict[str, Optional[float]] = {}
 _reset_durations: dict[str, Optional[float]] = {}
 
 
+def _remembered(cache: dict[str, Optional[float]], parse: Callable[[str], Optional[float]],
+                value: str) -> Optional[float]:
+    """``parse(value)``, remembered in ``cache`` (cleared whole when full)."""
+    try:
+        return cache[value]
+    except KeyError:
+        parsed = parse(value)
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[value] = parsed
+        return parsed
+
+
 def reset_time(value: str) -> Optional[float]:
     """:func:`parse_rfc3339`, remembered by string."""
-    try:
-        return _reset_times[value]
-    except KeyError:
-        parsed = parse_rfc3339(value)
-        if len(_reset_times) >= _CACHE_LIMIT:
-            _reset_times.clear()
-        _reset_times[value] = parsed
-        return parsed
+    return _remembered(_reset_times, parse_rfc3339, value)
 
 
 def reset_duration(value: str) -> Optional[float]:
     """:func:`parse_duration`, remembered by string."""
-    try:
-        return _reset_durations[value]
-    except KeyError:
-        parsed = parse_duration(value)
-        if len(_reset_durations) >= _CACHE_LIMIT:
-            _reset_durations.clear()
-        _reset_durations[value] = parsed
-        return parsed
+    return _remembered(_reset_durations, parse_duration, value)
 
 
 def parse_organization(headers: Mapping[str, str]) -> Optional[str]:

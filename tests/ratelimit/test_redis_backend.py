@@ -402,7 +402,9 @@ def test_a_claim_lapses_when_its_process_stops_asking(prefix: str) -> None:
     assert backend.admit([("s", {"input_tokens": 10.0})], 0.0, take=True, claimant="other:1").granted
 
 
-def test_a_waiting_caller_sleeps_until_its_call_fits_instead_of_polling(prefix: str) -> None:
+def _waiting_limiter(prefix: str) -> tuple[ProviderLimiter, RedisBackend, FakeClock, list[Optional[float]]]:
+    """A limiter on Redis (600 input tokens a minute) whose waits advance a
+    fake clock shared with the backend, and the waits it made."""
     clock = FakeClock()
     waits: list[Optional[float]] = []
 
@@ -414,6 +416,11 @@ def test_a_waiting_caller_sleeps_until_its_call_fits_instead_of_polling(prefix: 
     limiter = ProviderLimiter([("k-0", RateLimitConfig(input_tokens_per_minute=600))], refunds_output=True,
                               backend=backend, clock=clock, wait=wait, transit_margin=0.0)
     limiter.keys[0].home.answered = True
+    return limiter, backend, clock, waits
+
+
+def test_a_waiting_caller_sleeps_until_its_call_fits_instead_of_polling(prefix: str) -> None:
+    limiter, backend, clock, waits = _waiting_limiter(prefix)
     limiter.backend.declare(limiter.keys[0].home.id, {"input_tokens": 600.0}, None)
     backend.admit([(limiter.keys[0].home.id, {"input_tokens": 600.0})], 0.0, take=True)  # another process drained it
     before = backend.round_trips
@@ -515,17 +522,7 @@ def test_a_call_admitted_through_an_alias_is_charged_once_on_the_organisation(pr
 
 
 def test_a_claim_left_by_a_caller_that_gave_up_does_not_block_its_own_process(prefix: str) -> None:
-    clock = FakeClock()
-    waits: list[Optional[float]] = []
-
-    def wait(cond: threading.Condition, timeout: Optional[float]) -> None:
-        waits.append(timeout)
-        clock.now += timeout or 0.0
-
-    backend = RedisBackend(REDIS_URL, prefix=prefix, clock=clock)
-    limiter = ProviderLimiter([("k-0", RateLimitConfig(input_tokens_per_minute=600))], refunds_output=True,
-                              backend=backend, clock=clock, wait=wait, transit_margin=0.0)
-    limiter.keys[0].home.answered = True
+    limiter, backend, clock, waits = _waiting_limiter(prefix)
     limiter.keys[0].calibration = 1.0
     backend.declare(limiter.keys[0].home.id, {"input_tokens": 600.0}, None)
     backend.admit([(limiter.keys[0].home.id, {"input_tokens": 500.0})], 0.0, take=True)  # 100 left
