@@ -52,9 +52,9 @@ SystemInput = Union[str, Sequence[Union[ContentBlock, dict[str, Any]]], None]
 # How often complete_batch's waiting thread looks up (for a Ctrl-C).
 _BATCH_POLL = 0.1
 # After an interrupt, how long complete_batch waits for its cut calls to end
-# (and then joins its threads); a call still waiting for a lease or for
-# rate-limit capacity is left to end on its own rather than hold up the
-# Ctrl-C (one asleep in a retry backoff is woken: see cancel.nap).
+# (and then joins its threads): calls waiting for rate-limit capacity or a
+# lease, or asleep in a retry backoff, see the cancel and end (LLMClosedError)
+# well within it.
 _CANCEL_GRACE = 1.0
 BATCH_THREAD_PREFIX = "llm-sync-batch"
 
@@ -235,8 +235,8 @@ class LLMClient:
         flight are cut (see :mod:`llm_sync.cancel`: they fail, never
         retried, and their Sessions go back to the pool), the batch's
         threads are joined, and the exception is raised within about a
-        second. A call caught sleeping in a retry backoff is woken and ends
-        without sending again.
+        second. A call caught waiting for rate-limit capacity or a lease, or
+        sleeping in a retry backoff, ends too, without sending again.
         """
         items = list(items)
         for index, item in enumerate(items):
@@ -286,6 +286,7 @@ class LLMClient:
         except BaseException:
             stopped.set()
             scope.cancel()  # calls in flight are cut and fail at once (never retried)
+            self._pipeline.limiter.wake()  # its calls waiting for capacity see the cancel (the pool's look themselves)
             executor.shutdown(wait=False, cancel_futures=True)
             _, running = _wait({f for f in pending if not f.cancelled()}, timeout=_CANCEL_GRACE)
             if not running:

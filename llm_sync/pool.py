@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import requests
 
 from . import inflight
+from .cancel import cancelled
 from .errors import LLMClosedError, LLMError, LLMPoolExhaustedError, LLMTimeoutError
 from .keys import PooledKey
 from .ratelimit.limiter import ProviderLimiter
@@ -261,6 +262,8 @@ class KeyPool:
             left = deadline - time.monotonic()
             if waiter.event.wait(max(0.0, min(left, _GRAVEYARD_POLL))):
                 return
+            if cancelled():  # its batch was interrupted (Ctrl-C): no thread left waiting
+                raise LLMClosedError(f"the {self.name} call was cancelled while waiting for a client")
             if self._bury():  # a stream the collector closed may have freed a Session
                 continue
             if left <= _GRAVEYARD_POLL:

@@ -44,6 +44,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 from ..budget import DEFAULT_MAX_PAUSE
 from ..config import RateLimitConfig
+from ..cancel import cancelled
 from ..errors import LLMClosedError, LLMRateLimitError, LLMValidationError
 from .backends import MemoryBackend, RateLimitBackend
 from .backends.base import Admission
@@ -228,6 +229,8 @@ class ProviderLimiter(Settlement):
         while True:
             with self._cond:
                 self._check_open()
+                if cancelled():  # its batch was interrupted (Ctrl-C): no thread left waiting
+                    raise LLMClosedError("the call was cancelled while waiting for rate-limit capacity")
                 now, version = self.clock(), self._version
                 first = ticket is None or self._line[0] == ticket
                 if not first and self.backend.shared:

@@ -178,3 +178,29 @@ def test_ctrl_c_wakes_batch_calls_asleep_in_a_retry_backoff(make_manager: Any, l
     assert _batch_threads() == []  # woken and joined, not left asleep
     assert elapsed < 5, f"the batch held the Ctrl-C for {elapsed:.1f}s"
     assert llm_simulator.request_count() == 2  # woken calls did not send again
+
+
+def test_ctrl_c_ends_batch_calls_waiting_for_rate_limit_capacity(
+        make_manager: Any, llm_simulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = _Gate()
+    llm_simulator.set_reply(gate)
+    # One key, one call every 5 s: the batch's second call waits in the
+    # limiter's line (within the pool's 10 s acquire_timeout) while the
+    # first is held at the server.
+    manager = make_manager(api_keys=[llm_simulator.keys[0]], max_size=2,
+                           rate_limits={"requests_per_minute": 12, "burst_seconds": 5},
+                           timeout={"connect": 5, "read": STALL})
+    client = manager.get_client("anthropic")
+    limiter = manager.pool("anthropic").limiter
+    monkeypatch.setattr(client_module, "_wait", _interrupt_after(gate.arrived, 1))
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.complete_batch(["first", "second", "third"], timeout=120)
+        elapsed = time.monotonic() - started
+        assert _batch_threads() == []  # the waiting call ended too
+    finally:
+        gate.open.set()
+        llm_simulator.set_reply(None)
+    assert elapsed < 5, f"the batch held the Ctrl-C for {elapsed:.1f}s"
+    assert gate.count == 1 and limiter.waiting == 0
