@@ -129,12 +129,65 @@ def final_response_pool(pool: Any) -> Any:
     return pool
 
 
+_ADAPTER_CACHE_LIMIT = 256
+
+
+def _pool_key(manager: Any, pool: Any) -> Any:
+    """The key ``manager`` holds ``pool`` under, or None (not found, or a
+    manager whose store is not urllib3's: then nothing is cached)."""
+    container = getattr(manager.pools, "_container", None)
+    if not isinstance(container, dict):
+        return None
+    try:
+        entries = list(container.items())
+    except RuntimeError:  # changed while read: ask again next time
+        return None
+    return next((key for key, held in reversed(entries) if held is pool), None)
+
+
 class FinalResponseAdapter(HTTPAdapter):
     """An HTTPAdapter whose connections read past interim responses and
-    show their socket to the call's :class:`DeadlineWatch`."""
+    show their socket to the call's :class:`DeadlineWatch`.
 
-    def get_connection_with_tls_context(self, *args: Any, **kwargs: Any) -> Any:
-        return final_response_pool(super().get_connection_with_tls_context(*args, **kwargs))
+    Without proxies, the connection pool for a (URL, verify, cert) and the
+    request target of a URL are what the adapter found for them last
+    (requests re-derives both on every send: URL parsing, pool-key
+    building — ~20 µs a call). A cached pool is handed out only while its
+    pool manager still holds it under its key (asked through the manager,
+    which keeps its least-recently-used order as before): one evicted, or
+    dropped by ``close()``, or from a manager since replaced, is asked for
+    anew. Each cache is cleared when full. Read and replaced under the GIL:
+    two threads missing at once both ask, and get the same pool."""
+
+    def get_connection_with_tls_context(self, request: Any, verify: Any, proxies: Any = None,
+                                        cert: Any = None) -> Any:
+        if proxies:
+            return final_response_pool(super().get_connection_with_tls_context(request, verify, proxies, cert))
+        pools = self.__dict__.setdefault("_llm_sync_pools", {})
+        key = (request.url, verify, cert)
+        manager = self.poolmanager
+        found = pools.get(key)
+        if found is not None and found[0] is manager and manager.pools.get(found[1]) is found[2]:
+            return found[2]
+        pool = final_response_pool(super().get_connection_with_tls_context(request, verify, proxies, cert))
+        pool_key = _pool_key(manager, pool)
+        if pool_key is not None:
+            if len(pools) >= _ADAPTER_CACHE_LIMIT:
+                pools.clear()
+            pools[key] = (manager, pool_key, pool)
+        return pool
+
+    def request_url(self, request: Any, proxies: Any) -> str:
+        if proxies:
+            return super().request_url(request, proxies)
+        targets = self.__dict__.setdefault("_llm_sync_targets", {})
+        target: Optional[str] = targets.get(request.url)
+        if target is None:
+            target = super().request_url(request, proxies)
+            if len(targets) >= _ADAPTER_CACHE_LIMIT:
+                targets.clear()
+            targets[request.url] = target
+        return target
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:  # requests < 2.32.2
         return final_response_pool(super().get_connection(*args, **kwargs))

@@ -76,3 +76,68 @@ def test_a_200_answer_echoing_the_key_is_masked(mock):
         response = manager.get_client("anthropic").complete("Hi")
     assert response.headers["x-echo"] == "***" and response.request_id == "req-***"
     assert KEY not in repr(response.headers)
+
+
+# --- the adapter's pool and target caches ------------------------------------------
+def _prepared(url: str) -> requests.PreparedRequest:
+    prepared = requests.PreparedRequest()
+    prepared.prepare(method="POST", url=url, json={})
+    return prepared
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/v1/messages", "http://127.0.0.1:9/v1/x?a=1&b=%20",
+                                 "https://h.test/p/q#frag", "http://u:p@h.test:81//double"])
+def test_adapter_target_is_requests_own(url):
+    from requests.adapters import HTTPAdapter
+
+    from llm_sync.wire import FinalResponseAdapter
+
+    ours, plain = FinalResponseAdapter(), HTTPAdapter()
+    prepared = _prepared(url)
+    for proxies in ({}, None, {"http": "http://proxy.test:3128", "https": "http://proxy.test:3128"}):
+        assert ours.request_url(prepared, proxies) == plain.request_url(prepared, proxies)
+        assert ours.request_url(prepared, proxies) == plain.request_url(prepared, proxies)  # cached
+
+
+def _held(adapter: Any) -> list[Any]:
+    pools = adapter.poolmanager.pools
+    return [pools[key] for key in pools.keys()]
+
+
+def test_adapter_pool_is_reused_until_closed_or_evicted():
+    from llm_sync.wire import FinalResponseAdapter
+
+    adapter = FinalResponseAdapter(pool_connections=1)
+    one = _prepared("http://127.0.0.1:9/a")
+    pool = adapter.get_connection_with_tls_context(one, True, proxies={})
+    assert adapter.get_connection_with_tls_context(_prepared("http://127.0.0.1:9/a"), True) is pool
+    assert adapter.get_connection_with_tls_context(one, False) is not None  # verify is part of the key
+    # Another host evicts the only pool slot: the evicted pool is never handed out again.
+    other = adapter.get_connection_with_tls_context(_prepared("http://127.0.0.2:9/b"), True)
+    assert other is not pool and other.host == "127.0.0.2"
+    again = adapter.get_connection_with_tls_context(one, True)
+    assert again is not pool and again.host == "127.0.0.1"
+    assert _held(adapter) == [again]  # the manager's own pool, as requests would give
+    adapter.close()  # drops every pool: the next send gets a fresh one
+    fresh = adapter.get_connection_with_tls_context(one, True)
+    assert fresh is not again and _held(adapter) == [fresh]
+    adapter.init_poolmanager(1, 1)  # a manager replaced: never its predecessor's pools
+    assert adapter.get_connection_with_tls_context(one, True) is not fresh
+    # A proxied request is never served from the cache.
+    proxied = adapter.get_connection_with_tls_context(one, True, proxies={"http": "http://proxy.test:3128"})
+    assert proxied is not fresh and proxied.host == "proxy.test"
+
+
+def test_calls_keep_working_across_a_closed_adapter():
+    from llm_sync.testing import Simulator
+
+    with Simulator(keys=("sk-sim-hot-1",)) as sim, LLMManager.from_dict({"providers": {"anthropic": {
+            "api_keys": ["sk-sim-hot-1"], "base_url": sim.base_url, "models": ["m"]}}}) as manager:
+        client = manager.get_client("anthropic")
+        first = client.complete("hello", max_tokens=8)
+        with client._pipeline.pool.acquire(None) as lease:  # its Session's adapters closed under its feet
+            closed = list(lease.session.adapters.values())
+            for adapter in closed:
+                adapter.close()
+            assert all(not _held(adapter) for adapter in closed)
+        assert client.complete("hello", max_tokens=8).content == first.content
