@@ -141,3 +141,47 @@ def test_calls_keep_working_across_a_closed_adapter():
                 adapter.close()
             assert all(not _held(adapter) for adapter in closed)
         assert client.complete("hello", max_tokens=8).content == first.content
+
+
+# --- validated headers, once per distinct set ------------------------------------------
+def _requests_headers(session_headers: Any, headers: Any) -> list[tuple[str, Any]]:
+    """What Session.request sends: merge_setting, then prepare_headers."""
+    from requests.sessions import merge_setting
+
+    prepared = requests.PreparedRequest()
+    prepared.prepare_headers(merge_setting(headers, session_headers, dict_class=CaseInsensitiveDict))
+    return list(prepared.headers._store.values())
+
+
+@pytest.mark.parametrize("headers", [
+    {"anthropic-version": "2023-06-01", "content-type": "application/json"},
+    {"User-Agent": "mine/1", "X-Extra": b"bytes"},
+    {"user-agent": None, "accept": "text/event-stream"},
+    {},
+])
+def test_prepared_headers_are_requests_own_and_a_fresh_copy(headers):
+    from llm_sync import direct
+
+    direct.clear_caches()
+    session = requests.Session()
+    session.headers["User-Agent"] = "llm-sync/test"
+    for _ in range(3):  # the first validates, the rest copy
+        prepared = direct._prepared_headers(session.headers, headers)
+        assert list(prepared._store.values()) == _requests_headers(session.headers, headers)
+        assert type(prepared) is CaseInsensitiveDict
+        prepared["x-api-key"] = "changed by the request's auth"  # never seen by the next call
+        prepared.pop("Accept", None)
+    session.headers["X-Session"] = "later"  # a change to the Session is seen by the next call
+    assert list(direct._prepared_headers(session.headers, headers)._store.values()) \
+        == _requests_headers(session.headers, headers)
+
+
+def test_invalid_headers_fail_every_time():
+    from llm_sync import direct
+
+    session = requests.Session()
+    for _ in range(2):
+        with pytest.raises(requests.exceptions.InvalidHeader):
+            direct._prepared_headers(session.headers, {"x-bad": "line\r\nbreak"})
+    with pytest.raises(requests.exceptions.InvalidHeader):
+        direct._prepared_headers(session.headers, {"x-list": ["unhashable"]})
