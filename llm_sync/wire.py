@@ -22,10 +22,12 @@ the pool, serving the next call.
 
 from __future__ import annotations
 
+import email.parser
 import heapq
 import http.client
 import itertools
 import os
+import re
 import socket
 import threading
 import time
@@ -45,9 +47,83 @@ class TooManyInterimResponses(http.client.HTTPException):
     """The server sent more than MAX_INTERIM_RESPONSES interim responses."""
 
 
+# A head http.client's email parser reads as plain "name: value" pairs: every
+# line a header name (printable ASCII, no colon, no space) and a value with
+# none of the characters that parser also breaks lines at, then the blank
+# line. Anything else (folded lines, "From " lines, a missing blank line, a
+# multipart or message/* type, whose empty body that parser would parse)
+# goes to that parser itself.
+_PLAIN_HEAD = re.compile(r"(?:[\041-\071\073-\176]+:[^\r\n\x0b\x0c\x1c-\x1e\x85]*\r?\n)*\r?\n\Z")
+_PARSED_TYPES = re.compile(r"multipart|message/", re.IGNORECASE)
+
+
+def parse_head(fp: Any) -> http.client.HTTPMessage:
+    """``http.client.parse_headers(fp)``: the same HTTPMessage, without the
+    email parser's cost (~20 µs a response) for a plain head."""
+    text = b"".join(http.client._read_headers(fp)).decode("iso-8859-1")  # type: ignore[attr-defined]
+    if not _PLAIN_HEAD.match(text) or _PARSED_TYPES.search(text):
+        return email.parser.Parser(_class=http.client.HTTPMessage).parsestr(text)
+    message = http.client.HTTPMessage()
+    fields = message._headers  # type: ignore[attr-defined]
+    for line in text.splitlines()[:-1]:
+        name, _, value = line.partition(":")
+        fields.append((name, value.lstrip(" \t")))
+    message.set_payload("")
+    return message
+
+
 class _FinalResponse(http.client.HTTPResponse):
     """An http.client response that reads past every interim ``1xx``
-    response (except ``101 Switching Protocols``, never requested here)."""
+    response (except ``101 Switching Protocols``, never requested here),
+    and reads a plain head without the email parser (:func:`parse_head`).
+
+    ``begin`` is http.client's own (the same in Python 3.10 to 3.13) but
+    for that parser."""
+
+    def begin(self) -> None:
+        if getattr(self, "headers", None) is not None:  # already begun
+            return
+        while True:
+            version, status, reason = self._read_status()
+            if status != http.client.CONTINUE:
+                break
+            http.client._read_headers(self.fp)  # type: ignore[attr-defined]
+        self.code = self.status = status
+        self.reason = reason.strip()
+        if version in ("HTTP/1.0", "HTTP/0.9"):
+            self.version = 10
+        elif version.startswith("HTTP/1."):
+            self.version = 11
+        else:
+            raise http.client.UnknownProtocol(version)
+        self.headers = self.msg = parse_head(self.fp)
+        if self.debuglevel > 0:
+            for hdr, val in self.headers.items():
+                print("header:", hdr + ":", val)
+        tr_enc = self.headers.get("transfer-encoding")
+        if tr_enc and tr_enc.lower() == "chunked":
+            self.chunked = True
+            self.chunk_left = None
+        else:
+            self.chunked = False
+        self.will_close = self._check_close()  # type: ignore[attr-defined]
+        self.length = None
+        length = self.headers.get("content-length")
+        if length and not self.chunked:
+            try:
+                self.length = int(length)
+            except ValueError:
+                self.length = None
+            else:
+                if self.length < 0:
+                    self.length = None
+        else:
+            self.length = None
+        if (status == http.client.NO_CONTENT or status == http.client.NOT_MODIFIED
+                or 100 <= status < 200 or self._method == "HEAD"):  # type: ignore[attr-defined]
+            self.length = 0
+        if not self.will_close and not self.chunked and self.length is None:
+            self.will_close = True
 
     def _read_status(self) -> tuple[str, int, str]:
         for _ in range(MAX_INTERIM_RESPONSES + 1):

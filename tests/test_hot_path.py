@@ -185,3 +185,74 @@ def test_invalid_headers_fail_every_time():
             direct._prepared_headers(session.headers, {"x-bad": "line\r\nbreak"})
     with pytest.raises(requests.exceptions.InvalidHeader):
         direct._prepared_headers(session.headers, {"x-list": ["unhashable"]})
+
+
+# --- the response head, parsed without the email parser when plain -----------------------
+HEADS = [
+    b"Server: x\r\nDate: Sun, 29 Nov 2026 23:45:30 GMT\r\nrequest-id: req_1\r\ncontent-length: 5\r\n\r\n",
+    b"\r\n",
+    b"A:\r\nB: \t spaced value  \r\nC:no-space\r\nD: a:b:c\r\n\n",
+    b"X-Dup: 1\nX-Dup: 2\n\n",
+    b"X-Latin: caf\xe9 \xa0\r\n\r\n",
+    b"Content-Type: application/json; charset=utf-8\r\nTransfer-Encoding: chunked\r\n\r\n",
+    # each of these goes to the email parser
+    b"X-Folded: one\r\n two\r\n\r\n",
+    b"From nobody\r\nX: 1\r\n\r\n",
+    b"Bad Name: 1\r\n\r\n",
+    b"NoColon\r\nX: 1\r\n\r\n",
+    b": empty name\r\n\r\n",
+    b"X: a\rb\r\n\r\n",
+    b"X: a\x0bb\x0cc\x1cd\x85e\r\n\r\n",
+    b"Content-Type: multipart/mixed; boundary=zz\r\n\r\n",
+    b"content-type: Message/rfc822\r\n\r\n",
+    b"X: no blank line at the end\r\n",
+    b"",
+]
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_parse_head_is_http_clients_own(head):
+    import http.client
+    import io
+
+    from llm_sync.wire import parse_head
+
+    ours, theirs = parse_head(io.BytesIO(head + b"body")), http.client.parse_headers(io.BytesIO(head + b"body"))
+    assert type(ours) is type(theirs)
+    def plain(message: Any) -> dict[str, Any]:  # a parsed sub-message: compared as text below
+        return {k: v for k, v in vars(message).items() if k != "defects" and not isinstance(v, list) or k == "_headers"}
+    assert plain(ours) == plain(theirs) and ours.as_string() == theirs.as_string()
+    assert [type(d) for d in ours.defects] == [type(d) for d in theirs.defects]
+    assert ours.items() == theirs.items()
+    if isinstance(theirs.get_payload(), str):  # (a parsed sub-message is compared by as_string above)
+        assert ours.get_payload() == theirs.get_payload()
+
+
+def test_parse_head_random_plain_heads_match():
+    import http.client
+    import io
+    import random
+
+    from llm_sync.wire import parse_head
+
+    rng = random.Random(12)
+    alphabet = [chr(c) for c in range(0x20, 0x7f)] + ["\t", "\xe9", "\xa0", ":", " "]
+    for _ in range(500):
+        lines = []
+        for _ in range(rng.randrange(0, 8)):
+            name = "".join(rng.choice("abcXYZ-_0123!~") for _ in range(rng.randrange(1, 10)))
+            value = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 20)))
+            lines.append(name + ":" + value + rng.choice(["\r\n", "\n"]))
+        head = ("".join(lines) + rng.choice(["\r\n", "\n"])).encode("iso-8859-1")
+        ours, theirs = parse_head(io.BytesIO(head)), http.client.parse_headers(io.BytesIO(head))
+        assert vars(ours) == vars(theirs), head
+
+
+def test_a_response_head_reads_the_same_over_the_wire():
+    from llm_sync.testing import Simulator
+
+    with Simulator(keys=("sk-sim-hot-2",)) as sim, LLMManager.from_dict({"providers": {"anthropic": {
+            "api_keys": ["sk-sim-hot-2"], "base_url": sim.base_url, "models": ["m"]}}}) as manager:
+        response = manager.get_client("anthropic").complete("hello", max_tokens=8)
+    assert response.headers["content-type"] == "application/json"
+    assert response.request_id and response.headers["request-id"] == response.request_id
