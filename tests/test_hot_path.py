@@ -256,3 +256,19 @@ def test_a_response_head_reads_the_same_over_the_wire():
         response = manager.get_client("anthropic").complete("hello", max_tokens=8)
     assert response.headers["content-type"] == "application/json"
     assert response.request_id and response.headers["request-id"] == response.request_id
+
+
+def test_check_body_of_nothing():
+    from collections import OrderedDict
+
+    from llm_sync.arguments import check_body
+    from llm_sync.errors import LLMValidationError
+
+    empty: dict[str, Any] = {}
+    for body in (None, empty, OrderedDict()):
+        checked = check_body(body, "extra_body")
+        assert checked == {} and type(checked) is dict and checked is not body  # never the caller's own dict
+    with pytest.raises(LLMValidationError):
+        check_body({"stream": True}, "extra_body")
+    with pytest.raises(LLMValidationError):
+        check_body([], "extra_body")  # an empty list is not a mapping
