@@ -34,6 +34,7 @@ import time
 from typing import Any, Optional
 
 from requests.adapters import HTTPAdapter
+from urllib3.util import SKIP_HEADER
 
 __all__ = ["DeadlineWatch", "FinalResponseAdapter", "MAX_INTERIM_RESPONSES", "TooManyInterimResponses",
            "current_watch", "final_response_pool"]
@@ -164,6 +165,26 @@ class _OneWrite:
         self._flush()
         super().send(data)  # type: ignore[misc]
 
+    def putheader(self, header: Any, *values: Any) -> None:
+        """urllib3's ``putheader``, with each (name, value) line it has
+        checked and written once kept (see :func:`_cacheable`): the next
+        request writes the same bytes without checking them again. A miss,
+        any other shape, and a connection not in the middle of a request go
+        the whole way (its errors raised as before)."""
+        if len(values) == 1 and type(header) is str and type(values[0]) is str:
+            key = (header, values[0])
+            line = _header_lines.get(key)
+            if line is not None and getattr(self, "_HTTPConnection__state", None) == _REQUEST_STARTED:
+                self._output(line)  # type: ignore[attr-defined]
+                return
+            super().putheader(header, *values)  # type: ignore[misc]
+            if line is None and _cacheable(header, values[0]):
+                if len(_header_lines) >= _HEADER_LINES_LIMIT:
+                    _header_lines.clear()
+                _header_lines[key] = header.encode("ascii") + b": " + values[0].encode("latin-1")
+            return
+        super().putheader(header, *values)  # type: ignore[misc]
+
     def _flush(self) -> None:
         gathered = self._gathered
         if gathered:
@@ -173,6 +194,22 @@ class _OneWrite:
 
 ONE_WRITE_LIMIT = 256 * 1024
 """Requests up to this size (head and body) are sent in one write."""
+
+_REQUEST_STARTED = getattr(http.client, "_CS_REQ_STARTED", object())
+_header_lines: dict[tuple[str, str], bytes] = {}
+_HEADER_LINES_LIMIT = 256
+# Never kept: a line that may carry a credential (the key, a gateway's
+# token, a cookie) is checked and written afresh every time.
+_SECRET_WORDS = ("auth", "key", "token", "cookie", "secret", "password", "signature", "session")
+
+
+def _cacheable(header: str, value: str) -> bool:
+    """Whether a header line checked once may be written again unchecked:
+    not urllib3's SKIP_HEADER marker (which writes nothing), nothing that
+    may carry a credential, and only ASCII names (http.client's own check
+    runs first, so whatever is cached has passed it)."""
+    name = header.lower()
+    return value != SKIP_HEADER and header.isascii() and not any(word in name for word in _SECRET_WORDS)
 
 _final_classes: dict[type, type] = {}
 _classes_lock = threading.Lock()

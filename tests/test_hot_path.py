@@ -272,3 +272,54 @@ def test_check_body_of_nothing():
         check_body({"stream": True}, "extra_body")
     with pytest.raises(LLMValidationError):
         check_body([], "extra_body")  # an empty list is not a mapping
+
+
+# --- header lines written once checked ---------------------------------------------------
+def _written(connection_class: Any, headers: list[tuple[str, Any]]) -> list[bytes]:
+    connection = connection_class("127.0.0.1", 9)
+    connection.putrequest("POST", "/v1/messages")
+    for name, value in headers:
+        connection.putheader(name, value)
+    return list(connection._buffer)
+
+
+def test_header_lines_are_http_clients_own_and_no_credential_is_kept():
+    from urllib3.connection import HTTPConnection
+
+    from llm_sync import wire
+
+    ours = wire._final_connection_class(HTTPConnection)
+    wire._header_lines.clear()
+    headers = [("User-Agent", "llm-sync/x"), ("anthropic-version", "2023-06-01"), ("Content-Length", "42"),
+               ("x-api-key", KEY), ("Authorization", f"Bearer {KEY}"), ("X-Gateway-Token", "gw-1"),
+               ("Cookie", "a=b"), ("X-Latin", "caf\xe9"), ("Accept-Encoding", "gzip")]
+    first = _written(ours, headers)
+    assert first == _written(HTTPConnection, headers)
+    assert _written(ours, headers) == first  # from the kept lines: the same bytes
+    kept = b"".join(wire._header_lines.values())
+    assert KEY.encode() not in kept and b"gw-1" not in kept and b"a=b" not in kept
+    assert ("anthropic-version", "2023-06-01") in wire._header_lines
+
+
+def test_header_lines_still_refused_and_skipped_as_before():
+    import http.client
+
+    from urllib3.connection import HTTPConnection
+    from urllib3.util import SKIP_HEADER
+
+    from llm_sync import wire
+
+    ours = wire._final_connection_class(HTTPConnection)
+    for _ in range(2):
+        for bad in [("X-Bad", "a\r\nb"), ("Bad:Name", "v"), (" Lead", "v"), ("X-\u00e9", "v"), ("X-Wide", "\u2014")]:
+            for connection_class in (HTTPConnection, ours):
+                with pytest.raises((ValueError, UnicodeError)):
+                    _written(connection_class, [bad])
+    assert _written(ours, [("User-Agent", SKIP_HEADER)]) == _written(HTTPConnection, [("User-Agent", SKIP_HEADER)])
+    assert b"User-Agent" not in b"".join(_written(ours, [("User-Agent", SKIP_HEADER)]))
+    connection = ours("127.0.0.1", 9)
+    connection.putrequest("POST", "/")
+    connection.putheader("anthropic-version", "2023-06-01")  # kept
+    connection._HTTPConnection__state = http.client._CS_IDLE  # no request started: refused, kept line or not
+    with pytest.raises(http.client.CannotSendHeader):
+        connection.putheader("anthropic-version", "2023-06-01")
