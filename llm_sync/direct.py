@@ -45,6 +45,8 @@ _CACHE_LIMIT = 256
 _urls: dict[str, str] = {}
 _settings: dict[Hashable, tuple[Any, Any, Any]] = {}
 _headers: dict[Hashable, "OrderedDict[str, tuple[str, Any]]"] = {}
+# Header names (lower-cased) that may carry a credential: such a set is validated every call, never kept.
+_SECRET_WORDS = ("auth", "key", "token", "cookie", "secret", "password", "signature", "session")
 
 
 def direct_eligible(session: requests.Session) -> bool:
@@ -113,11 +115,17 @@ def _prepared_headers(session_headers: Mapping[str, Any], headers: Mapping[str, 
         return _validated(session_headers, headers)
     if found is None:
         found = _validated(session_headers, headers)._store  # type: ignore[attr-defined]
+        if any(word in name for name in found for word in _SECRET_WORDS):
+            return _copy(found)  # a credential among them (a gateway's token): never kept here
         if len(_headers) >= _CACHE_LIMIT:
             _headers.clear()
         _headers[key] = found
+    return _copy(found)
+
+
+def _copy(store: "OrderedDict[str, tuple[str, Any]]") -> CaseInsensitiveDict[Any]:
     prepared: CaseInsensitiveDict[Any] = CaseInsensitiveDict()
-    prepared._store = OrderedDict(found)  # type: ignore[attr-defined]
+    prepared._store = OrderedDict(store)  # type: ignore[attr-defined]
     return prepared
 
 

@@ -323,3 +323,17 @@ def test_header_lines_still_refused_and_skipped_as_before():
     connection._HTTPConnection__state = http.client._CS_IDLE  # no request started: refused, kept line or not
     with pytest.raises(http.client.CannotSendHeader):
         connection.putheader("anthropic-version", "2023-06-01")
+
+
+def test_a_header_set_with_a_credential_is_never_kept():
+    from llm_sync import direct
+
+    direct.clear_caches()
+    session = requests.Session()
+    token = "gw-token-QwErTy-777"
+    for _ in range(2):
+        prepared = direct._prepared_headers(session.headers, {"api-key": token, "x-trace": "1"})
+        assert list(prepared._store.values()) == _requests_headers(session.headers, {"api-key": token, "x-trace": "1"})
+    assert token not in repr(direct._headers)
+    plain = direct._prepared_headers(session.headers, {"anthropic-version": "2023-06-01"})
+    assert len(direct._headers) == 1 and plain["anthropic-version"] == "2023-06-01"  # a plain set is kept
