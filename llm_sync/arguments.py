@@ -112,7 +112,7 @@ def check_query(query: Any) -> dict[str, Any]:
 
 def check_body(body: Any, what: str) -> dict[str, Any]:
     """A JSON object the server can read: refused now, never sent broken."""
-    if body is None:
+    if body is None or (type(body) is dict and not body):  # nothing to check (every plain call's extras)
         return {}
     if not isinstance(body, Mapping) or not all(isinstance(k, str) for k in body):
         raise LLMValidationError(f"{what} must be a mapping with string keys")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import OrderedDict
 from datetime import timedelta
 from typing import Any, Hashable, Mapping
 
@@ -43,6 +44,9 @@ __all__ = ["send_direct", "direct_eligible", "clear_caches"]
 _CACHE_LIMIT = 256
 _urls: dict[str, str] = {}
 _settings: dict[Hashable, tuple[Any, Any, Any]] = {}
+_headers: dict[Hashable, "OrderedDict[str, tuple[str, Any]]"] = {}
+# Header names (lower-cased) that may carry a credential: such a set is validated every call, never kept.
+_SECRET_WORDS = ("auth", "key", "token", "cookie", "secret", "password", "signature", "session")
 
 
 def direct_eligible(session: requests.Session) -> bool:
@@ -63,7 +67,7 @@ def send_direct(session: requests.Session, method: str, url: str, json: Any, hea
     prepared = requests.PreparedRequest()
     prepared.prepare_method(method)
     prepared.url = target = _prepared_url(url)
-    prepared.prepare_headers(_merged_headers(session.headers, headers))
+    prepared.headers = _prepared_headers(session.headers, headers)
     prepared.prepare_body(None, None, json)
     if auth is not None:
         prepared = auth(prepared)
@@ -92,6 +96,43 @@ def _prepared_url(url: str) -> str:
             _urls.clear()
         _urls[url] = prepared
     return prepared
+
+
+def _prepared_headers(session_headers: Mapping[str, Any], headers: Mapping[str, Any]) -> CaseInsensitiveDict[Any]:
+    """``PreparedRequest.prepare_headers`` of the merged headers: validated
+    once per distinct (Session headers, request headers) — the same on
+    nearly every call (no key among them: that is added by the lease's
+    auth) — and handed out as a fresh copy each time (the request's own to
+    change). Headers requests refuses are never cached: they fail alike
+    every time."""
+    store = getattr(session_headers, "_store", None)
+    if type(session_headers) is not CaseInsensitiveDict or type(store) is not OrderedDict:
+        return _validated(session_headers, headers)
+    try:
+        key = (tuple(store.values()), tuple(headers.items()) if headers else ())
+        found = _headers.get(key)
+    except TypeError:  # a value that cannot be a key (never a valid header anyway)
+        return _validated(session_headers, headers)
+    if found is None:
+        found = _validated(session_headers, headers)._store  # type: ignore[attr-defined]
+        if any(word in name for name in found for word in _SECRET_WORDS):
+            return _copy(found)  # a credential among them (a gateway's token): never kept here
+        if len(_headers) >= _CACHE_LIMIT:
+            _headers.clear()
+        _headers[key] = found
+    return _copy(found)
+
+
+def _copy(store: "OrderedDict[str, tuple[str, Any]]") -> CaseInsensitiveDict[Any]:
+    prepared: CaseInsensitiveDict[Any] = CaseInsensitiveDict()
+    prepared._store = OrderedDict(store)  # type: ignore[attr-defined]
+    return prepared
+
+
+def _validated(session_headers: Mapping[str, Any], headers: Mapping[str, Any]) -> CaseInsensitiveDict[Any]:
+    probe = requests.PreparedRequest()
+    probe.prepare_headers(_merged_headers(session_headers, headers))
+    return probe.headers
 
 
 def _merged_headers(session_headers: Mapping[str, Any], headers: Mapping[str, Any]) -> CaseInsensitiveDict[Any]:
@@ -133,4 +174,5 @@ def clear_caches() -> None:
     """Forget every cached URL and setting (tests)."""
     _urls.clear()
     _settings.clear()
+    _headers.clear()
 

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional, Union
 from urllib.parse import urlencode, urlsplit
 
 import requests
+from requests.structures import CaseInsensitiveDict
 
 from ..budget import DEFAULT_MAX_PAUSE
 from ..errors import (
@@ -284,21 +285,24 @@ class Provider(ABC):
             request_id=self.request_id(http), provider=self.endpoint, headers=self.plain_headers(http),
         )
 
-    def request_id(self, http: requests.Response) -> Optional[str]:
+    def request_id(self, http: requests.Response, secrets: Optional[tuple[str, ...]] = None) -> Optional[str]:
         """The response's request id (the first of ``request_id_headers``
-        it carries), scrubbed: a server may echo the key."""
+        it carries), scrubbed: a server may echo the key. ``secrets``:
+        :meth:`sent_secrets` of ``http``, when the caller has them already."""
         for name in self.request_id_headers or (self.request_id_header,):
             value = http.headers.get(name)
             if value:
-                return redact(value, self.sent_secrets(http))
+                return redact(value, self.sent_secrets(http) if secrets is None else secrets)
         return None
 
-    def plain_headers(self, http: requests.Response) -> dict[str, str]:
+    def plain_headers(self, http: requests.Response, secrets: Optional[tuple[str, ...]] = None) -> dict[str, str]:
         """The response headers, names lower-cased, as errors and responses
         keep them: any header that echoes the key this request carried (or
         anything key-like) is masked, so no ``str``, ``repr`` or pickle of
-        them shows it."""
-        secrets = self.sent_secrets(http)
+        them shows it. ``secrets``: :meth:`sent_secrets` of ``http``, when
+        the caller has them already."""
+        if secrets is None:
+            secrets = self.sent_secrets(http)
         return {redact(k.lower(), secrets): redact(v, secrets) for k, v in http.headers.items()}
 
     def safe_error_fields(self, body: Any) -> tuple[Optional[str], Optional[str], Optional[str]]:
@@ -353,9 +357,21 @@ class Provider(ABC):
         e.g. a gateway's token from the config), so an answer that echoes
         one is masked even when it does not look like a key (``token-abc``)."""
         sent = getattr(getattr(http, "request", None), "headers", None) or {}
+        names = self.__dict__.get("_secret_names")
+        if names is None:  # the same for every request of this provider: worked out once
+            names = self.__dict__["_secret_names"] = tuple(sorted({*(name.lower() for name in self.auth_headers("")),
+                                                                   *CREDENTIAL_HEADERS}))
+        # requests' CaseInsensitiveDict keeps (name, value) under the
+        # lower-cased name: read it there (the names above are lower-case).
+        store = getattr(sent, "_store", None) if type(sent) is CaseInsensitiveDict else None
         secrets = []
-        for name in {*self.auth_headers("").keys(), *CREDENTIAL_HEADERS}:
-            value = sent.get(name) or ""
+        for name in names:
+            if store is not None:
+                found = store.get(name)
+                value = found[1] if found is not None else ""
+            else:
+                value = sent.get(name)
+            value = value or ""
             value = value[7:] if value[:7].lower() == "bearer " else value
             if value.strip():
                 secrets.append(value.strip())
@@ -376,11 +392,12 @@ class Provider(ABC):
         response.provider = LLMProvider.for_kind(self.kind)
         response.endpoint = self.endpoint
         response.client_id = client_id
+        secrets = self.sent_secrets(http)  # once for the request id and the headers
         fallback = response.request_id  # from the body (a stream's message id): scrubbed like a header
-        response.request_id = self.request_id(http) or (
-            None if fallback is None else redact(fallback, self.sent_secrets(http)))
+        response.request_id = self.request_id(http, secrets) or (
+            None if fallback is None else redact(fallback, secrets))
         response.latency_ms = (time.monotonic() - started) * 1000.0
-        response.headers = self.plain_headers(http)
+        response.headers = self.plain_headers(http, secrets)
 
     def stream_response(self, decoder: StreamDecoder, text: str, http: Optional[requests.Response],
                         started: float, client_id: Optional[str]) -> LLMResponse:
