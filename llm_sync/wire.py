@@ -31,7 +31,7 @@ import re
 import socket
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from requests.adapters import HTTPAdapter
 from urllib3.util import SKIP_HEADER
@@ -58,10 +58,16 @@ _PLAIN_HEAD = re.compile(r"(?:[\041-\071\073-\176]+:[^\r\n\x0b\x0c\x1c-\x1e\x85]
 _PARSED_TYPES = re.compile(r"multipart|message/", re.IGNORECASE)
 
 
+# http.client's private line reader (3.10 to 3.13 alike), if it has one.
+_read_headers: Optional[Callable[[Any], list[bytes]]] = getattr(http.client, "_read_headers", None)
+
+
 def parse_head(fp: Any) -> http.client.HTTPMessage:
     """``http.client.parse_headers(fp)``: the same HTTPMessage, without the
     email parser's cost (~20 µs a response) for a plain head."""
-    text = b"".join(http.client._read_headers(fp)).decode("iso-8859-1")  # type: ignore[attr-defined]
+    if _read_headers is None:  # an http.client without the helper: its own parser
+        return http.client.parse_headers(fp)
+    text = b"".join(_read_headers(fp)).decode("iso-8859-1")
     if not _PLAIN_HEAD.match(text) or _PARSED_TYPES.search(text):
         return email.parser.Parser(_class=http.client.HTTPMessage).parsestr(text)
     message = http.client.HTTPMessage()

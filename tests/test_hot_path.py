@@ -337,3 +337,15 @@ def test_a_header_set_with_a_credential_is_never_kept():
     assert token not in repr(direct._headers)
     plain = direct._prepared_headers(session.headers, {"anthropic-version": "2023-06-01"})
     assert len(direct._headers) == 1 and plain["anthropic-version"] == "2023-06-01"  # a plain set is kept
+
+
+def test_parse_head_falls_back_to_http_clients_parser_without_its_line_reader(monkeypatch):
+    import http.client
+    import io
+
+    from llm_sync import wire
+
+    monkeypatch.setattr(wire, "_read_headers", None)  # an http.client that lacks the private helper
+    head = b"Content-Type: application/json\r\nX-Request-Id: r1\r\n\r\n"
+    ours, theirs = wire.parse_head(io.BytesIO(head)), http.client.parse_headers(io.BytesIO(head))
+    assert ours.items() == theirs.items() == [("Content-Type", "application/json"), ("X-Request-Id", "r1")]
