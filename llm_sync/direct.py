@@ -39,14 +39,42 @@ import requests
 from requests.cookies import extract_cookies_to_jar
 from requests.structures import CaseInsensitiveDict
 
-__all__ = ["send_direct", "direct_eligible", "clear_caches"]
+__all__ = ["send_direct", "direct_eligible", "SendCache", "cache_of"]
 
 _CACHE_LIMIT = 256
-_urls: dict[str, str] = {}
-_settings: dict[Hashable, tuple[Any, Any, Any]] = {}
-_headers: dict[Hashable, "OrderedDict[str, tuple[str, Any]]"] = {}
 # Header names (lower-cased) that may carry a credential: such a set is validated every call, never kept.
 _SECRET_WORDS = ("auth", "key", "token", "cookie", "secret", "password", "signature", "session")
+
+
+class SendCache:
+    """What :func:`send_direct` worked out for one Session: prepared URLs,
+    validated header sets, environment settings, each table bounded
+    (cleared whole when full). Owned by its Session, which one lease holder
+    uses at a time (requests' Sessions are not shared between threads), so
+    it has no lock."""
+
+    __slots__ = ("urls", "settings", "headers")
+
+    def __init__(self) -> None:
+        self.urls: dict[str, str] = {}
+        self.settings: dict[Hashable, tuple[Any, Any, Any]] = {}
+        self.headers: dict[Hashable, "OrderedDict[str, tuple[str, Any]]"] = {}
+
+    def __repr__(self) -> str:
+        return f"<SendCache {len(self.urls)} urls, {len(self.settings)} settings, {len(self.headers)} header sets>"
+
+    def clear(self) -> None:
+        self.urls.clear()
+        self.settings.clear()
+        self.headers.clear()
+
+
+def cache_of(session: requests.Session) -> SendCache:
+    """``session``'s :class:`SendCache`, made on first use."""
+    cache = session.__dict__.get("_llm_sync_send_cache")
+    if cache is None:
+        cache = session.__dict__["_llm_sync_send_cache"] = SendCache()
+    return cache
 
 
 def direct_eligible(session: requests.Session) -> bool:
@@ -64,14 +92,15 @@ def send_direct(session: requests.Session, method: str, url: str, json: Any, hea
     if not direct_eligible(session):
         return session.request(method, url, json=json, headers=headers, auth=auth, timeout=timeout,
                                stream=stream, allow_redirects=False)
+    cache = cache_of(session)
     prepared = requests.PreparedRequest()
     prepared.prepare_method(method)
-    prepared.url = target = _prepared_url(url)
-    prepared.headers = _prepared_headers(session.headers, headers)
+    prepared.url = target = _prepared_url(url, cache.urls)
+    prepared.headers = _prepared_headers(session.headers, headers, cache.headers)
     prepared.prepare_body(None, None, json)
     if auth is not None:
         prepared = auth(prepared)
-    proxies, verify, cert = _environment(session, target)
+    proxies, verify, cert = _environment(session, target, cache.settings)
     adapter = session.get_adapter(url=target)
     started = time.perf_counter()
     response = adapter.send(prepared, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
@@ -83,7 +112,7 @@ def send_direct(session: requests.Session, method: str, url: str, json: Any, hea
     return response
 
 
-def _prepared_url(url: str) -> str:
+def _prepared_url(url: str, _urls: dict[str, str]) -> str:
     """``PreparedRequest.prepare_url(url, None)``'s result, once per URL (a
     URL that fails is never cached: it fails the same way every time)."""
     prepared = _urls.get(url)
@@ -98,7 +127,8 @@ def _prepared_url(url: str) -> str:
     return prepared
 
 
-def _prepared_headers(session_headers: Mapping[str, Any], headers: Mapping[str, Any]) -> CaseInsensitiveDict[Any]:
+def _prepared_headers(session_headers: Mapping[str, Any], headers: Mapping[str, Any],
+                      _headers: dict[Hashable, "OrderedDict[str, tuple[str, Any]]"]) -> CaseInsensitiveDict[Any]:
     """``PreparedRequest.prepare_headers`` of the merged headers: validated
     once per distinct (Session headers, request headers) — the same on
     nearly every call (no key among them: that is added by the lease's
@@ -146,7 +176,8 @@ def _merged_headers(session_headers: Mapping[str, Any], headers: Mapping[str, An
     return merged
 
 
-def _environment(session: requests.Session, url: str) -> tuple[Any, Any, Any]:
+def _environment(session: requests.Session, url: str,
+                 _settings: dict[Hashable, tuple[Any, Any, Any]]) -> tuple[Any, Any, Any]:
     """(proxies, verify, cert) as ``Session.merge_environment_settings``
     gives them for ``url``; cached by what they depend on."""
     snapshot = None
@@ -169,10 +200,4 @@ def _ask(session: requests.Session, url: str) -> tuple[Any, Any, Any]:
     settings = session.merge_environment_settings(url, {}, None, None, None)
     return settings["proxies"], settings["verify"], settings["cert"]
 
-
-def clear_caches() -> None:
-    """Forget every cached URL and setting (tests)."""
-    _urls.clear()
-    _settings.clear()
-    _headers.clear()
 

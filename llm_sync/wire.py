@@ -148,10 +148,15 @@ class _OneWrite:
     while ``request()`` runs and sent together when it returns — up to
     :data:`ONE_WRITE_LIMIT` bytes; a larger body goes out as it comes
     (after what was gathered). Nothing is reordered or dropped, and a
-    failure to connect or send surfaces from ``request()`` as before."""
+    failure to connect or send surfaces from ``request()`` as before.
+
+    Also keeps, per connection, the header lines it has checked once (see
+    :meth:`putheader`); a connection serves one request at a time, so its
+    table needs no lock."""
 
     _gathered: Optional[list[bytes]] = None
     _gathered_size = 0
+    _header_lines: Optional[dict[tuple[str, str], bytes]] = None
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         self._gathered, self._gathered_size = [], 0
@@ -178,16 +183,19 @@ class _OneWrite:
         any other shape, and a connection not in the middle of a request go
         the whole way (its errors raised as before)."""
         if len(values) == 1 and type(header) is str and type(values[0]) is str:
+            lines = self._header_lines
+            if lines is None:
+                lines = self._header_lines = {}
             key = (header, values[0])
-            line = _header_lines.get(key)
+            line = lines.get(key)
             if line is not None and getattr(self, "_HTTPConnection__state", None) == _REQUEST_STARTED:
                 self._output(line)  # type: ignore[attr-defined]
                 return
             super().putheader(header, *values)  # type: ignore[misc]
             if line is None and _cacheable(header, values[0]):
-                if len(_header_lines) >= _HEADER_LINES_LIMIT:
-                    _header_lines.clear()
-                _header_lines[key] = header.encode("ascii") + b": " + values[0].encode("latin-1")
+                if len(lines) >= _HEADER_LINES_LIMIT:
+                    lines.clear()
+                lines[key] = header.encode("ascii") + b": " + values[0].encode("latin-1")
             return
         super().putheader(header, *values)  # type: ignore[misc]
 
@@ -202,7 +210,6 @@ ONE_WRITE_LIMIT = 256 * 1024
 """Requests up to this size (head and body) are sent in one write."""
 
 _REQUEST_STARTED = getattr(http.client, "_CS_REQ_STARTED", object())
-_header_lines: dict[tuple[str, str], bytes] = {}
 _HEADER_LINES_LIMIT = 256
 # Never kept: a line that may carry a credential (the key, a gateway's
 # token, a cookie) is checked and written afresh every time.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import http.client
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -77,13 +77,6 @@ def assert_same(slow: tuple[requests.PreparedRequest, dict[str, Any]],
     assert (a.method, a.url, a.body) == (b.method, b.url, b.body)
     assert list(a.headers.items()) == list(b.headers.items())
     assert a_kwargs == b_kwargs
-
-
-@pytest.fixture(autouse=True)
-def _fresh_caches() -> Iterator[None]:
-    direct.clear_caches()
-    yield
-    direct.clear_caches()
 
 
 @pytest.mark.parametrize("url", [URL, "http://127.0.0.1:8080/v1/chat/completions?api-version=1",
@@ -169,7 +162,14 @@ def test_caches_stay_bounded():
     session = session_with(adapter)
     for i in range(3 * direct._CACHE_LIMIT):
         send_direct(session, "POST", f"https://h{i}.example.test/v1", {}, {}, None, (3.0, 60.0), False)
-    assert len(direct._urls) <= direct._CACHE_LIMIT and len(direct._settings) <= direct._CACHE_LIMIT
+    cache = direct.cache_of(session)
+    assert 0 < len(cache.urls) <= direct._CACHE_LIMIT and 0 < len(cache.settings) <= direct._CACHE_LIMIT
+
+
+def test_each_session_owns_its_cache():
+    first, second = session_with(Capture()), session_with(Capture())
+    send_direct(first, "POST", URL, {}, {}, None, (3.0, 60.0), False)
+    assert direct.cache_of(first).urls and not direct.cache_of(second).urls
 
 
 def test_a_bad_url_fails_every_time_and_is_never_cached():
@@ -177,4 +177,4 @@ def test_a_bad_url_fails_every_time_and_is_never_cached():
     for _ in range(2):
         with pytest.raises(requests.exceptions.MissingSchema):
             send_direct(session, "POST", "api.example.test/v1", {}, {}, None, (3.0, 60.0), False)
-    assert direct._urls == {}
+    assert direct.cache_of(session).urls == {}

@@ -11,7 +11,6 @@ import responses
 from requests.structures import CaseInsensitiveDict
 
 from llm_sync import LLMManager
-from llm_sync.providers import create_provider
 from llm_sync.providers.base import CREDENTIAL_HEADERS
 
 KEY = "token-abc-not-key-like-0042"  # masked because it was sent, not because it looks like a key
@@ -162,17 +161,17 @@ def _requests_headers(session_headers: Any, headers: Any) -> list[tuple[str, Any
 def test_prepared_headers_are_requests_own_and_a_fresh_copy(headers):
     from llm_sync import direct
 
-    direct.clear_caches()
     session = requests.Session()
     session.headers["User-Agent"] = "llm-sync/test"
+    kept = direct.cache_of(session).headers
     for _ in range(3):  # the first validates, the rest copy
-        prepared = direct._prepared_headers(session.headers, headers)
+        prepared = direct._prepared_headers(session.headers, headers, kept)
         assert list(prepared._store.values()) == _requests_headers(session.headers, headers)
         assert type(prepared) is CaseInsensitiveDict
         prepared["x-api-key"] = "changed by the request's auth"  # never seen by the next call
         prepared.pop("Accept", None)
     session.headers["X-Session"] = "later"  # a change to the Session is seen by the next call
-    assert list(direct._prepared_headers(session.headers, headers)._store.values()) \
+    assert list(direct._prepared_headers(session.headers, headers, kept)._store.values()) \
         == _requests_headers(session.headers, headers)
 
 
@@ -180,11 +179,13 @@ def test_invalid_headers_fail_every_time():
     from llm_sync import direct
 
     session = requests.Session()
+    kept = direct.cache_of(session).headers
     for _ in range(2):
         with pytest.raises(requests.exceptions.InvalidHeader):
-            direct._prepared_headers(session.headers, {"x-bad": "line\r\nbreak"})
+            direct._prepared_headers(session.headers, {"x-bad": "line\r\nbreak"}, kept)
     with pytest.raises(requests.exceptions.InvalidHeader):
-        direct._prepared_headers(session.headers, {"x-list": ["unhashable"]})
+        direct._prepared_headers(session.headers, {"x-list": ["unhashable"]}, kept)
+    assert kept == {}
 
 
 # --- the response head, parsed without the email parser when plain -----------------------
@@ -275,8 +276,16 @@ def test_check_body_of_nothing():
 
 
 # --- header lines written once checked ---------------------------------------------------
-def _written(connection_class: Any, headers: list[tuple[str, Any]]) -> list[bytes]:
-    connection = connection_class("127.0.0.1", 9)
+def _written(connection_class: Any, headers: list[tuple[str, Any]], connection: Any = None) -> list[bytes]:
+    """The header lines ``headers`` write on a new connection, or again on
+    ``connection`` (a connection reused for its next request)."""
+    import http.client
+
+    if connection is None:
+        connection = connection_class("127.0.0.1", 9)
+    else:
+        connection._buffer.clear()
+        connection._HTTPConnection__state = http.client._CS_IDLE
     connection.putrequest("POST", "/v1/messages")
     for name, value in headers:
         connection.putheader(name, value)
@@ -289,16 +298,17 @@ def test_header_lines_are_http_clients_own_and_no_credential_is_kept():
     from llm_sync import wire
 
     ours = wire._final_connection_class(HTTPConnection)
-    wire._header_lines.clear()
+    connection = ours("127.0.0.1", 9)
     headers = [("User-Agent", "llm-sync/x"), ("anthropic-version", "2023-06-01"), ("Content-Length", "42"),
                ("x-api-key", KEY), ("Authorization", f"Bearer {KEY}"), ("X-Gateway-Token", "gw-1"),
                ("Cookie", "a=b"), ("X-Latin", "caf\xe9"), ("Accept-Encoding", "gzip")]
-    first = _written(ours, headers)
+    first = _written(ours, headers, connection)
     assert first == _written(HTTPConnection, headers)
-    assert _written(ours, headers) == first  # from the kept lines: the same bytes
-    kept = b"".join(wire._header_lines.values())
+    assert _written(ours, headers, connection) == first  # from the connection's kept lines: the same bytes
+    kept = b"".join(connection._header_lines.values())
     assert KEY.encode() not in kept and b"gw-1" not in kept and b"a=b" not in kept
-    assert ("anthropic-version", "2023-06-01") in wire._header_lines
+    assert ("anthropic-version", "2023-06-01") in connection._header_lines
+    assert ours("127.0.0.1", 9)._header_lines is None  # each connection its own
 
 
 def test_header_lines_still_refused_and_skipped_as_before():
@@ -328,15 +338,15 @@ def test_header_lines_still_refused_and_skipped_as_before():
 def test_a_header_set_with_a_credential_is_never_kept():
     from llm_sync import direct
 
-    direct.clear_caches()
     session = requests.Session()
+    kept = direct.cache_of(session).headers
     token = "gw-token-QwErTy-777"
     for _ in range(2):
-        prepared = direct._prepared_headers(session.headers, {"api-key": token, "x-trace": "1"})
+        prepared = direct._prepared_headers(session.headers, {"api-key": token, "x-trace": "1"}, kept)
         assert list(prepared._store.values()) == _requests_headers(session.headers, {"api-key": token, "x-trace": "1"})
-    assert token not in repr(direct._headers)
-    plain = direct._prepared_headers(session.headers, {"anthropic-version": "2023-06-01"})
-    assert len(direct._headers) == 1 and plain["anthropic-version"] == "2023-06-01"  # a plain set is kept
+    assert token not in repr(kept)
+    plain = direct._prepared_headers(session.headers, {"anthropic-version": "2023-06-01"}, kept)
+    assert len(kept) == 1 and plain["anthropic-version"] == "2023-06-01"  # a plain set is kept
 
 
 def test_parse_head_falls_back_to_http_clients_parser_without_its_line_reader(monkeypatch):

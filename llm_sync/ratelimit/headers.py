@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Mapping, Optional
 
-__all__ = ["HeaderLimit", "parse_rate_limit_headers", "parse_organization", "ORGANIZATION_HEADERS", "parse_duration", "parse_rfc3339", "DIMENSIONS",
+__all__ = ["HeaderLimit", "ResetCache", "parse_rate_limit_headers", "parse_organization", "ORGANIZATION_HEADERS",
+           "parse_duration", "parse_rfc3339", "DIMENSIONS",
            "PLAUSIBLE_MIN_LIMIT", "PLAUSIBLE_MAX_LIMIT", "PLAUSIBLE_MAX_RESET"]
 
 # Our dimensions: requests, input tokens, output tokens, and the combined
@@ -125,14 +126,20 @@ def plausible(dimension: str, reported: HeaderLimit) -> Optional[HeaderLimit]:
     return reported  # frozen: safe to share
 
 
+def _duration(value: str, cache: Optional[ResetCache]) -> Optional[float]:
+    return parse_duration(value) if cache is None else cache.duration(value)
+
+
 def parse_rate_limit_headers(headers: Mapping[str, str], wall_now: float,
-                             rejected: Optional[list[str]] = None) -> dict[str, HeaderLimit]:
+                             rejected: Optional[list[str]] = None,
+                             cache: Optional[ResetCache] = None) -> dict[str, HeaderLimit]:
     """Every dimension the headers describe, keyed by our dimension names.
 
     ``headers`` must have lower-case names; ``wall_now`` (epoch seconds)
     turns Anthropic's absolute reset times into durations. A dimension
     whose figures are implausible is left out, and its name appended to
-    ``rejected`` when given (so the caller can say so, once).
+    ``rejected`` when given (so the caller can say so, once). ``cache``:
+    where parsed reset values are remembered (the caller's; none: parse).
     """
     found: dict[str, HeaderLimit] = {}
     for dimension, limit_name, remaining_name, reset_name in _ANTHROPIC_NAMES:
@@ -140,7 +147,7 @@ def parse_rate_limit_headers(headers: Mapping[str, str], wall_now: float,
         remaining = _number(headers.get(remaining_name))
         if limit is not None or remaining is not None:
             reset = headers.get(reset_name)
-            reset_at = None if reset is None else reset_time(reset)
+            reset_at = None if reset is None else (parse_rfc3339(reset) if cache is None else cache.time(reset))
             reset_in = None if reset_at is None else max(0.0, reset_at - wall_now)
             found[dimension] = HeaderLimit(limit, remaining, reset_in)
     if not found:
@@ -149,7 +156,7 @@ def parse_rate_limit_headers(headers: Mapping[str, str], wall_now: float,
             remaining = _number(headers.get(remaining_name))
             if limit is not None or remaining is not None:
                 reset = headers.get(reset_name)
-                found[dimension] = HeaderLimit(limit, remaining, reset_duration(reset) if reset else None)
+                found[dimension] = HeaderLimit(limit, remaining, _duration(reset, cache) if reset else None)
     kept = {}
     for dimension, reported in found.items():
         checked = plausible(dimension, reported)
@@ -170,13 +177,7 @@ _OPENAI_NAMES = tuple(
     (dimension, f"x-ratelimit-limit-{name}", f"x-ratelimit-remaining-{name}", f"x-ratelimit-reset-{name}")
     for name, dimension in _OPENAI.items())
 
-# Parsed reset values by their text: every answer carries them, and answers
-# within the same second (or window) carry the same strings. Bounded:
-# cleared whole when full (a dict read or write is atomic under the GIL;
-# two threads missing at once both parse the same value).
 _CACHE_LIMIT = 512
-_reset_times: dict[str, Optional[float]] = {}
-_reset_durations: dict[str, Optional[float]] = {}
 
 
 def _remembered(cache: dict[str, Optional[float]], parse: Callable[[str], Optional[float]],
@@ -192,14 +193,28 @@ def _remembered(cache: dict[str, Optional[float]], parse: Callable[[str], Option
         return parsed
 
 
-def reset_time(value: str) -> Optional[float]:
-    """:func:`parse_rfc3339`, remembered by string."""
-    return _remembered(_reset_times, parse_rfc3339, value)
+class ResetCache:
+    """Reset values already parsed, by their text: every answer carries
+    them, and answers within the same second (or window) carry the same
+    strings. Bounded (each table cleared whole when full). No lock of its
+    own: its owner (a ProviderLimiter) only uses it under its lock."""
 
+    __slots__ = ("times", "durations")
 
-def reset_duration(value: str) -> Optional[float]:
-    """:func:`parse_duration`, remembered by string."""
-    return _remembered(_reset_durations, parse_duration, value)
+    def __init__(self) -> None:
+        self.times: dict[str, Optional[float]] = {}
+        self.durations: dict[str, Optional[float]] = {}
+
+    def __repr__(self) -> str:
+        return f"<ResetCache {len(self.times)} times, {len(self.durations)} durations>"
+
+    def time(self, value: str) -> Optional[float]:
+        """:func:`parse_rfc3339`, remembered by string."""
+        return _remembered(self.times, parse_rfc3339, value)
+
+    def duration(self, value: str) -> Optional[float]:
+        """:func:`parse_duration`, remembered by string."""
+        return _remembered(self.durations, parse_duration, value)
 
 
 def parse_organization(headers: Mapping[str, str]) -> Optional[str]:

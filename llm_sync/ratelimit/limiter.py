@@ -49,6 +49,7 @@ from ..errors import LLMClosedError, LLMRateLimitError, LLMValidationError
 from .backends import MemoryBackend, RateLimitBackend
 from .backends.base import Admission
 from .key import PROBE_IN_FLIGHT, TRANSIT_MARGIN, Cost, KeyLimiter, Reservation, Scope
+from .headers import ResetCache
 from .scopes import Scopes
 from .settlement import Settlement
 from .state import NO_WAIT, Quote
@@ -124,6 +125,7 @@ class ProviderLimiter(Settlement):
             self._declare(key.home)
         self._sequence = 0
         self._cursor = -1  # where the next window of keys starts (see _window)
+        self._reset_cache = ResetCache()  # header reset values parsed, under the lock
         # Scopes a key's move to its organisation made, with the scope each
         # is seeded from: filled under the lock, seeded by _apply after it.
         self._to_seed: list[tuple[Scope, Scope]] = []

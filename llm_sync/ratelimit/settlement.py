@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional
 
 from ..tokens import plausible_count
 from .backends import RateLimitBackend
-from .headers import parse_organization, parse_rate_limit_headers
+from .headers import ResetCache, parse_organization, parse_rate_limit_headers
 from .key import KeyLimiter, Reservation, Scope
 from .scopes import Scopes
 from .state import Observation
@@ -36,6 +36,7 @@ class Settlement:
     _warnings: list[str]
     _to_seed: list[tuple[Scope, Scope]]
     _prefix: str
+    _reset_cache: ResetCache
     backend: RateLimitBackend
     scopes: Scopes
     clock: Any
@@ -205,7 +206,7 @@ class Settlement:
         described any limit at all (an answer, even if nothing to sync)."""
         moved = self._learn_organization(reservation, headers)
         rejected: list[str] = []
-        reported = parse_rate_limit_headers(headers, self.wall_clock(), rejected)
+        reported = parse_rate_limit_headers(headers, self.wall_clock(), rejected, self._reset_cache)
         if rejected:
             key = reservation.key
             self._warn_once(key, "headers", f"{key.client_id}: ignored rate-limit headers outside plausible "

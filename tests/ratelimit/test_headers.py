@@ -215,28 +215,32 @@ _DURATIONS = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(values=st.lists(_RFC3339, min_size=1, max_size=5))
 def test_cached_reset_times_equal_a_fresh_parse(values: list[str]):
+    cache = headers_module.ResetCache()
     for value in values + values:  # the second pass hits the cache
-        assert headers_module.reset_time(value) == parse_rfc3339(value)
+        assert cache.time(value) == parse_rfc3339(value)
 
 
 @settings(max_examples=300, deadline=None)
 @given(values=st.lists(_DURATIONS, min_size=1, max_size=5))
 def test_cached_reset_durations_equal_a_fresh_parse(values: list[str]):
+    cache = headers_module.ResetCache()
     for value in values + values:
-        assert headers_module.reset_duration(value) == parse_duration(value)
+        assert cache.duration(value) == parse_duration(value)
 
 
 def test_the_reset_caches_stay_bounded():
+    cache = headers_module.ResetCache()
     for i in range(3 * headers_module._CACHE_LIMIT):
-        headers_module.reset_time(f"2026-03-01T12:00:{i % 60:02d}.{i:06d}Z")
-        headers_module.reset_duration(f"{i}ms")
-    assert len(headers_module._reset_times) <= headers_module._CACHE_LIMIT
-    assert len(headers_module._reset_durations) <= headers_module._CACHE_LIMIT
+        cache.time(f"2026-03-01T12:00:{i % 60:02d}.{i:06d}Z")
+        cache.duration(f"{i}ms")
+    assert len(cache.times) <= headers_module._CACHE_LIMIT
+    assert len(cache.durations) <= headers_module._CACHE_LIMIT
 
 
 def test_a_cached_reset_is_still_measured_from_each_call_s_now():
     headers = {"anthropic-ratelimit-requests-limit": "50", "anthropic-ratelimit-requests-remaining": "49",
                "anthropic-ratelimit-requests-reset": "2026-03-01T12:00:30Z"}
-    first = parse_rate_limit_headers(headers, WALL_NOW)["requests"]
-    later = parse_rate_limit_headers(headers, WALL_NOW + 10.0)["requests"]
-    assert (first.reset_in, later.reset_in) == (30.0, 20.0)
+    cache = headers_module.ResetCache()
+    first = parse_rate_limit_headers(headers, WALL_NOW, cache=cache)["requests"]
+    later = parse_rate_limit_headers(headers, WALL_NOW + 10.0, cache=cache)["requests"]
+    assert (first.reset_in, later.reset_in) == (30.0, 20.0) and len(cache.times) == 1
