@@ -4,7 +4,6 @@ streams still accounted, fork safety, connection reuse, proxies."""
 from __future__ import annotations
 
 import multiprocessing
-import socket
 import sys
 import threading
 import time
@@ -13,43 +12,13 @@ import pytest
 
 from llm_sync import LLMManager, LLMProviderError, Message, MessageRole
 from llm_sync.middleware.base import Middleware
+from one_shot_server import StallingStream
 
 PROMPT = [Message(MessageRole.USER, "Write a long story about a lighthouse keeper and the sea")]
 
 
-class _StallingServer:
-    """Answers one SSE request with a first event, then stalls until told to stop."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.release = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        conn, _ = self.sock.accept()
-        conn.recv(65536)
-        event = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
-                 b'"delta":{"type":"text_delta","text":"Once"}}\n\n')
-        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-                     + f"{len(event):x}\r\n".encode() + event + b"\r\n")
-        self.release.wait(20)
-        conn.close()
-
-    def close(self) -> None:
-        self.release.set()
-        self.sock.close()
-        self.thread.join(5)
-
-
 def test_close_from_another_thread_wakes_a_blocked_reader():
-    server = _StallingServer()
+    server = StallingStream(20)
     config = {"providers": {"anthropic": {"api_keys": ["sk-stall-1"], "base_url": server.base_url,
                                           "timeout": {"connect": 5, "read": 30}}},
               "pool": {"max_size": 1}}

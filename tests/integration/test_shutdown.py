@@ -10,7 +10,6 @@ import json
 import os
 import select
 import signal
-import socket
 import threading
 import time
 from typing import Any, Callable
@@ -18,7 +17,8 @@ from typing import Any, Callable
 import pytest
 
 from llm_sync import LLMManager
-from llm_sync.errors import LLMClosedError, LLMError
+from llm_sync.errors import LLMClosedError
+from one_shot_server import StallingStream
 
 STALL = 30.0  # what a stalled call would wait without close(): the read timeout
 
@@ -113,39 +113,8 @@ def test_close_wakes_callers_waiting_for_a_lease(make_manager, gate):
     assert isinstance(first_outcome[0], LLMClosedError) and isinstance(second_outcome[0], LLMClosedError)
 
 
-class _StallingServer:
-    """Sends a stream's head and one text event, then stalls until closed."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1)
-        self.release = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        conn, _ = self.sock.accept()
-        conn.recv(65536)
-        event = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
-                 b'"delta":{"type":"text_delta","text":"Once"}}\n\n')
-        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-                     + f"{len(event):x}\r\n".encode() + event + b"\r\n")
-        self.release.wait(STALL)
-        conn.close()
-
-    def close(self) -> None:
-        self.release.set()
-        self.sock.close()
-        self.thread.join(5)
-
-
 def test_manager_close_makes_a_stream_being_read_raise_not_end():
-    server = _StallingServer()
+    server = StallingStream(STALL)
     config = {"providers": {"anthropic": {"api_keys": ["sk-stall-1"], "base_url": server.base_url,
                                           "timeout": {"connect": 5, "read": STALL}}},
               "pool": {"max_size": 1}}

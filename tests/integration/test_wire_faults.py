@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from llm_sync import LLMTimeoutError
+from one_shot_server import TricklingHead
 
 PROVIDERS = ["anthropic", "openai"]
 
@@ -217,44 +218,10 @@ def test_a_connect_timeout_is_its_own_kind(blackhole):
     assert caught.value.kind == "connect" and not caught.value.sent and not caught.value.deadline_passed
 
 
-class _TricklingHead:
-    """Sends a status line, then a header one byte at a time (for 10 s at most)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        conn, _ = self.sock.accept()
-        conn.recv(65536)
-        try:
-            conn.sendall(b"HTTP/1.1 200 OK\r\nx-slow: ")
-            give_up = time.monotonic() + 10
-            while not self.stop.wait(0.05) and time.monotonic() < give_up:
-                conn.sendall(b"a")
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.sock.close()
-        self.thread.join(5)
-
-
 def test_a_trickling_response_head_ends_at_the_deadline():
     from llm_sync import LLMManager
 
-    server = _TricklingHead()
+    server = TricklingHead()
     config = {"providers": {"anthropic": {"api_keys": ["sk-slow-1"], "base_url": server.base_url,
                                           "max_retries": 0, "timeout": {"connect": 5, "read": 30}}}}
     try:
