@@ -54,8 +54,11 @@ from typing import Any, Callable, Optional
 from llm_sync import LLMManager
 from llm_sync.ratelimit.backends.redis_store import DEFAULT_PREFIX, redis_key
 from llm_sync.ratelimit.key import key_id, scope_id
-from llm_sync.testing import SimLimits, Simulator, count_input_tokens
+from llm_sync.testing import SimLimits, count_input_tokens
 from llm_sync.testing.recording import RecordedRequest
+
+# Run as a script (python benchmarks/redis_bench.py): its folder is on the path.
+from scope_bench import TimedSimulator
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 KEY_COUNT = 2
@@ -149,22 +152,6 @@ def fair_finishes(work: Workload) -> list[float]:
 
 
 # --- the server -------------------------------------------------------------
-class TimedSimulator(Simulator):
-    """The simulator, with the monotonic time each answer was recorded
-    (admission and answer are the same instant at zero latency)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.timed: list[tuple[float, RecordedRequest]] = []
-        self._timed_lock = threading.Lock()
-
-    def _record(self, item: RecordedRequest) -> None:
-        now = time.monotonic()
-        with self._timed_lock:
-            self.timed.append((now, item))
-        super()._record(item)
-
-
 def sender(record: RecordedRequest) -> Optional[int]:
     """The process that sent a recorded request (its prompt's first word)."""
     body = record.body if isinstance(record.body, dict) else {}
