@@ -173,6 +173,8 @@ local function load_spec(key, spec, now)
   s.pause = num(h['pause']) or 0.0
   -- A key whose organisation's scope is known (see SEED): its calls count there too.
   s.alias, s.alias_spec = h['alias'], h['alias_spec']
+  -- A first waiter's claim on the scope (see ADMIT).
+  s.claim, s.claim_until, s.claim_amounts = h['claim'], h['claim_until'], h['claim_amounts']
   for d in string.gmatch(h['dims'] or '', '[^,]+') do
     local b = {limit = tonumber(h[d .. ':l']), cap = tonumber(h[d .. ':c']),
                level = tonumber(h[d .. ':v']), upd = tonumber(h[d .. ':u'])}
@@ -229,10 +231,9 @@ end
 
 -- The claim another process's first waiter holds on the scope, if live.
 local function claim_of(s, now, claimant)
-  local raw = redis.call('HMGET', s.key, 'claim', 'claim_until', 'claim_amounts')
-  if not raw[1] or raw[1] == claimant or tonumber(raw[2]) <= now then return nil end
+  if not s.claim or s.claim == claimant or tonumber(s.claim_until) <= now then return nil end
   local claimed, i = {}, 1
-  for v in string.gmatch(raw[3], '[^,]+') do
+  for v in string.gmatch(s.claim_amounts, '[^,]+') do
     claimed[DIMS[i]] = tonumber(v)
     i = i + 1
   end
@@ -389,7 +390,7 @@ for i = 1, #KEYS do
 end
 if claimant ~= '' and want then
   for key, s in pairs(loaded) do
-    if s.claimed == nil and redis.call('HGET', key, 'claim') == claimant then
+    if s.claimed == nil and s.claim == claimant then
       redis.call('HDEL', key, 'claim', 'claim_until', 'claim_amounts')  -- served, or waiting elsewhere now
     end
   end
