@@ -282,14 +282,13 @@ class Settlement:
                     # A stream still open settles on its own scope: its
                     # charge is not owed there.
                     self.backend.seed(new.id, scope.id, {} if ended else reservation.amounts)
-                else:
+                charge: Optional[dict[str, float]] = None
+                # Admitted through the old scope's alias, the call was
+                # charged (and is corrected) there already.
+                if not fresh and ended and not reservation.aliased:
                     charge = {d: amount + (delta or {}).get(d, 0.0) for d, amount in reservation.amounts.items()}
-                    # Admitted through the old scope's alias, the call was
-                    # charged (and is corrected) there already.
-                    if ended and not reservation.aliased and any(charge.values()):
-                        self.backend.adjust(new.id, charge)
-                if new_observations:
-                    self.backend.sync(new.id, new_observations)
+                if (charge and any(charge.values())) or new_observations:
+                    self.backend.settle(new.id, charge, new_observations)  # one step: charge, then sync
             for new_scope, old_scope in to_seed:
                 self._declare(new_scope)
                 self.backend.seed(new_scope.id, old_scope.id, {})
