@@ -75,12 +75,10 @@ class MemoryBackend(RateLimitBackend):
             return Admission(quotes, best, quotes[best].granted, source=self)
 
     def adjust(self, scope: str, delta: Mapping[str, float]) -> None:
-        with self._lock:
-            self._state(scope).adjust(delta, self.clock())
+        self.settle(scope, delta, None)
 
     def sync(self, scope: str, observations: Mapping[str, Observation]) -> None:
-        with self._lock:
-            self._state(scope).sync(self._scaled(observations), self.clock())
+        self.settle(scope, None, observations)
 
     def settle(self, scope: str, delta: Optional[Mapping[str, float]],
                observations: Optional[Mapping[str, Observation]], source: Any = None, *,
