@@ -52,9 +52,13 @@ def _text(value: Optional[float]) -> str:
     return repr(float(value))
 
 
+def _str(raw: Any) -> str:
+    """A script's reply item as text (redis-py gives bytes unless told otherwise)."""
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
 def _number(raw: Any) -> float:
-    text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    return float(text)
+    return float(_str(raw))
 
 
 class RedisBackend(RateLimitBackend):
@@ -165,12 +169,11 @@ class RedisBackend(RateLimitBackend):
             allowed = True if eligible is None else eligible[index]
             args += [*self._spec(scope), *self._amounts(amounts), "1" if allowed else "0"]
         reply = self._run("admit", [self.key(scope) for scope, _ in requests], args)
-        best, granted, aliased = int(reply[0]), reply[1] in (b"1", "1"), reply[2] in (b"1", "1")
+        best, granted, aliased = int(reply[0]), _str(reply[1]) == "1", _str(reply[2]) == "1"
         quotes = []
         for index in range(len(requests)):
             wait, headroom, oversize = reply[3 + 3 * index: 6 + 3 * index]
-            over = oversize.decode() if isinstance(oversize, bytes) else str(oversize)
-            quotes.append(Quote(_number(wait), _number(headroom), over or None,
+            quotes.append(Quote(_number(wait), _number(headroom), _str(oversize) or None,
                                 granted=granted and index == best))
         return Admission(quotes, None if best < 0 else best, granted, source=self, aliased=aliased)
 
@@ -223,9 +226,8 @@ class RedisBackend(RateLimitBackend):
             buckets = {}
             for _ in range(count):
                 name, limit, capacity, level, full_in, configured = reply[at: at + 6]
-                dimension = name.decode() if isinstance(name, bytes) else str(name)
-                buckets[dimension] = BucketView(_number(limit), _number(capacity), _number(level),
-                                                _number(full_in), configured in (b"1", "1"))
+                buckets[_str(name)] = BucketView(_number(limit), _number(capacity), _number(level),
+                                                _number(full_in), _str(configured) == "1")
                 at += 6
             snapshots.append(ScopeSnapshot(buckets, paused_for))
         return snapshots
