@@ -39,11 +39,11 @@ import requests
 from requests.cookies import extract_cookies_to_jar
 from requests.structures import CaseInsensitiveDict
 
+from .wire import may_carry_secret
+
 __all__ = ["send_direct", "direct_eligible", "SendCache", "cache_of"]
 
 _CACHE_LIMIT = 256
-# Header names (lower-cased) that may carry a credential: such a set is validated every call, never kept.
-_SECRET_WORDS = ("auth", "key", "token", "cookie", "secret", "password", "signature", "session")
 
 
 class SendCache:
@@ -145,7 +145,7 @@ def _prepared_headers(session_headers: Mapping[str, Any], headers: Mapping[str, 
         return _validated(session_headers, headers)
     if found is None:
         found = _validated(session_headers, headers)._store  # type: ignore[attr-defined]
-        if any(word in name for name in found for word in _SECRET_WORDS):
+        if any(may_carry_secret(name) for name in found):
             return _copy(found)  # a credential among them (a gateway's token): never kept here
         if len(_headers) >= _CACHE_LIMIT:
             _headers.clear()

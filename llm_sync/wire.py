@@ -37,7 +37,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util import SKIP_HEADER
 
 __all__ = ["DeadlineWatch", "FinalResponseAdapter", "MAX_INTERIM_RESPONSES", "TooManyInterimResponses",
-           "current_watch", "final_response_pool"]
+           "current_watch", "final_response_pool", "may_carry_secret"]
 
 MAX_INTERIM_RESPONSES = 16
 """More interim responses than this before the answer: a hostile server
@@ -211,9 +211,16 @@ ONE_WRITE_LIMIT = 256 * 1024
 
 _REQUEST_STARTED = getattr(http.client, "_CS_REQ_STARTED", object())
 _HEADER_LINES_LIMIT = 256
-# Never kept: a line that may carry a credential (the key, a gateway's
-# token, a cookie) is checked and written afresh every time.
+# Words in a header name that may mean a credential (the key, a gateway's
+# token, a cookie): such a header is never kept in a cache.
 _SECRET_WORDS = ("auth", "key", "token", "cookie", "secret", "password", "signature", "session")
+
+
+def may_carry_secret(name: str) -> bool:
+    """Whether a header called ``name`` may carry a credential: checked and
+    written afresh every time, never kept (here, nor in ``direct``)."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
 
 
 def _cacheable(header: str, value: str) -> bool:
@@ -221,8 +228,7 @@ def _cacheable(header: str, value: str) -> bool:
     not urllib3's SKIP_HEADER marker (which writes nothing), nothing that
     may carry a credential, and only ASCII names (http.client's own check
     runs first, so whatever is cached has passed it)."""
-    name = header.lower()
-    return value != SKIP_HEADER and header.isascii() and not any(word in name for word in _SECRET_WORDS)
+    return value != SKIP_HEADER and header.isascii() and not may_carry_secret(header)
 
 _final_classes: dict[type, type] = {}
 _classes_lock = threading.Lock()
