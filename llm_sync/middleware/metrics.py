@@ -111,8 +111,9 @@ class _KeyCounts:
 
 
 @dataclass
-class _ModelCounts:
-    """One model's figures (a latency histogram, no reservoir)."""
+class _Counts:
+    """The figures of some calls: all of one instance's, or one model's (a
+    latency histogram, no reservoir)."""
 
     successful: int = 0
     failed: int = 0
@@ -124,11 +125,25 @@ class _ModelCounts:
     errors: dict[str, int] = field(default_factory=dict)
     buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
 
-    def copy(self) -> "_ModelCounts":
-        return _ModelCounts(self.successful, self.failed, self.cancelled, self.rate_limited, self.latency_sum_ms,
+    def copy(self) -> "_Counts":
+        return _Counts(self.successful, self.failed, self.cancelled, self.rate_limited, self.latency_sum_ms,
                             self.input_tokens, self.output_tokens, dict(self.errors), list(self.buckets))
 
-    def add(self, other: "_ModelCounts") -> None:
+    def succeeded(self, latency_ms: float, input_tokens: int, output_tokens: int, bucket: int) -> None:
+        self.successful += 1
+        self.latency_sum_ms += latency_ms
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        self.buckets[bucket] += 1
+
+    def failed_with(self, name: str, limited: bool) -> None:
+        """A failure of class ``name`` (``limited``: a 429)."""
+        self.failed += 1
+        self.errors[name] = self.errors.get(name, 0) + 1
+        if limited:
+            self.rate_limited += 1
+
+    def add(self, other: "_Counts") -> None:
         self.successful += other.successful
         self.failed += other.failed
         self.cancelled += other.cancelled
@@ -161,17 +176,9 @@ class _ModelCounts:
 class _State:
     """Everything one instance has recorded; also a detached copy of it."""
 
-    successful: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    latency_sum_ms: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    rate_limited: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
+    totals: _Counts = field(default_factory=_Counts)
     per_key: dict[str, _KeyCounts] = field(default_factory=dict)
-    per_model: dict[str, _ModelCounts] = field(default_factory=dict)
-    buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
+    per_model: dict[str, _Counts] = field(default_factory=dict)
     recent: Optional[LatencySketch] = None  # only in copies: the recent calls' latencies
 
 
@@ -192,7 +199,7 @@ class MetricsMiddleware(Middleware):
 
     def __repr__(self) -> str:
         with self._lock:
-            s = self._state
+            s = self._state.totals
             return f"<MetricsMiddleware {s.successful} ok, {s.failed} failed, {s.cancelled} cancelled>"
 
     # --- hooks -----------------------------------------------------------
@@ -210,24 +217,14 @@ class MetricsMiddleware(Middleware):
         model_name = _model(context, response.model)
         bucket = bisect.bisect_left(LATENCY_BUCKETS, latency_ms / 1000.0)
         with self._lock:
-            s = self._state
-            s.successful += 1
-            s.latency_sum_ms += latency_ms
-            s.input_tokens += response.usage.input_tokens
-            s.output_tokens += response.usage.output_tokens
-            s.buckets[bucket] += 1
+            for counts in (self._state.totals, self._model(model_name)):
+                counts.succeeded(latency_ms, response.usage.input_tokens, response.usage.output_tokens, bucket)
             window = self._window
             if window.count >= self.reservoir_size:
                 self._previous, self._window = window, LatencySketch()
                 window = self._window
             window.add(latency_ms)
             self._key(client_id).successful += 1
-            model = self._model(model_name)
-            model.successful += 1
-            model.latency_sum_ms += latency_ms
-            model.input_tokens += response.usage.input_tokens
-            model.output_tokens += response.usage.output_tokens
-            model.buckets[bucket] += 1
         return response
 
     def process_error(self, error: LLMError, context: Context) -> None:
@@ -243,7 +240,7 @@ class MetricsMiddleware(Middleware):
             if getattr(requeue.cause, "status_code", None) == 429:
                 model_name = _model(context, None)
                 with self._lock:
-                    self._state.rate_limited += 1
+                    self._state.totals.rate_limited += 1
                     self._model(model_name).rate_limited += 1
             raise
         except Exception as exc:  # a bug below us still ends the call
@@ -271,26 +268,18 @@ class MetricsMiddleware(Middleware):
         model_name = _model(context, None)
         if getattr(error, "cancelled", False):
             with self._lock:
-                self._state.cancelled += 1
+                self._state.totals.cancelled += 1
                 self._key(client_id).cancelled += 1
                 self._model(model_name).cancelled += 1
             return
         name = type(error).__name__
         limited = getattr(error, "status_code", None) == 429
         with self._lock:
-            s = self._state
-            if limited:
-                s.rate_limited += 1
-            s.failed += 1
-            s.errors[name] = s.errors.get(name, 0) + 1
+            for counts in (self._state.totals, self._model(model_name)):
+                counts.failed_with(name, limited)
             self._key(client_id).failed += 1
-            model = self._model(model_name)
-            if limited:
-                model.rate_limited += 1
-            model.failed += 1
-            model.errors[name] = model.errors.get(name, 0) + 1
 
-    def _model(self, name: str) -> _ModelCounts:
+    def _model(self, name: str) -> _Counts:
         """The figures for model ``name``; call with the lock held."""
         models = self._state.per_model
         counts = models.get(name)
@@ -299,7 +288,7 @@ class MetricsMiddleware(Middleware):
                 name = OTHER_MODELS
                 counts = models.get(name)
             if counts is None:
-                counts = models[name] = _ModelCounts()
+                counts = models[name] = _Counts()
         return counts
 
     def _key(self, client_id: str) -> _KeyCounts:
@@ -313,17 +302,9 @@ class MetricsMiddleware(Middleware):
         with self._lock:
             s = self._state
             return _State(
-                successful=s.successful,
-                failed=s.failed,
-                cancelled=s.cancelled,
-                latency_sum_ms=s.latency_sum_ms,
-                input_tokens=s.input_tokens,
-                output_tokens=s.output_tokens,
-                rate_limited=s.rate_limited,
-                errors=dict(s.errors),
+                totals=s.totals.copy(),
                 per_key={k: _KeyCounts(v.successful, v.failed, v.cancelled) for k, v in s.per_key.items()},
                 per_model={k: v.copy() for k, v in s.per_model.items()},
-                buckets=list(s.buckets),
                 recent=LatencySketch.merged((self._window, self._previous)),
             )
 
@@ -371,23 +352,15 @@ def _summarise(snapshots: list[_State]) -> dict[str, Any]:
     → count of calls in that bucket alone, not cumulative; ordered as
     :data:`LATENCY_BUCKETS`), ``latency_sum_seconds`` and ``latency_count``.
     """
-    total = _State()
+    merged = _State()
+    total = merged.totals
     recent = LatencySketch()
     for snap in snapshots:
-        total.successful += snap.successful
-        total.failed += snap.failed
-        total.cancelled += snap.cancelled
-        total.latency_sum_ms += snap.latency_sum_ms
-        total.input_tokens += snap.input_tokens
-        total.output_tokens += snap.output_tokens
-        total.rate_limited += snap.rate_limited
-        for name, count in snap.errors.items():
-            total.errors[name] = total.errors.get(name, 0) + count
+        total.add(snap.totals)
         for client_id, counts in snap.per_key.items():
-            total.per_key.setdefault(client_id, _KeyCounts()).add(counts)
+            merged.per_key.setdefault(client_id, _KeyCounts()).add(counts)
         for model_name, figures in snap.per_model.items():
-            total.per_model.setdefault(model_name, _ModelCounts()).add(figures)
-        total.buckets = [a + b for a, b in zip(total.buckets, snap.buckets)]
+            merged.per_model.setdefault(model_name, _Counts()).add(figures)
         if snap.recent is not None:
             recent.update(snap.recent)
     p50, p95, p99 = recent.percentiles(50, 95, 99)
@@ -406,8 +379,8 @@ def _summarise(snapshots: list[_State]) -> dict[str, Any]:
         "output_tokens": total.output_tokens,
         "rate_limited": total.rate_limited,
         "errors": dict(sorted(total.errors.items())),
-        "per_key": {k: v.as_dict() for k, v in sorted(total.per_key.items())},
-        "per_model": {k: v.as_dict() for k, v in sorted(total.per_model.items())},
+        "per_key": {k: v.as_dict() for k, v in sorted(merged.per_key.items())},
+        "per_model": {k: v.as_dict() for k, v in sorted(merged.per_model.items())},
         "latency_histogram": dict(zip(LATENCY_BUCKETS, total.buckets)),
         "latency_sum_seconds": total.latency_sum_ms / 1000.0,
         "latency_count": total.successful,
